@@ -1,0 +1,25 @@
+//! `edgeflow-edge`: the gateway agent.
+//!
+//! Sensors publish over MQTT; the agent decodes each payload into readings ([`decode`]),
+//! pre-aggregates them into per-(sensor, field) tumbling windows ([`window`]), keeps the
+//! results on disk ([`disklog`]) until Kafka has acknowledged them, and forwards them in
+//! the edge wire format ([`wire`]).
+//!
+//! Deciding logic (decoding, windows, the disk-log ledger) is pure and property-tested;
+//! the I/O shells ([`mqtt`], [`forward`], [`agent`]) only move bytes.
+
+pub mod agent;
+pub mod config;
+pub mod decode;
+pub mod disklog;
+pub mod error;
+pub mod forward;
+pub mod metrics;
+pub mod mqtt;
+pub mod record;
+pub mod topic;
+pub mod units;
+pub mod window;
+pub mod wire;
+
+pub use error::{Error, Result};

@@ -1,0 +1,430 @@
+//! The edge wire format (edge → Kafka) and the agent's own on-disk record bodies.
+//!
+//! `docs/wire-format.md` is the reference for consumers; this module implements it.
+//!
+//! Kafka records: key = sensor id (UTF-8), so one sensor's data stays in one partition.
+//! Headers:
+//! - `edgeflow-encoding`: `json` or `binary-v1`
+//! - `edgeflow-kind`: `aggregate`, `reading` or `dead-letter`
+//! - dead letters also carry `edgeflow-reason`, `edgeflow-detail`, `edgeflow-mqtt-topic`
+//!   and `edgeflow-gateway`; their value is the original payload, untouched.
+//!
+//! Identity (for dropping duplicates downstream): an aggregate is identified by
+//! `(gateway, sensor, field, window_start, revision)`, a reading by
+//! `(gateway, sensor, field, ts)`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::window::Aggregate;
+
+/// Header names.
+pub const HEADER_ENCODING: &str = "edgeflow-encoding";
+pub const HEADER_KIND: &str = "edgeflow-kind";
+pub const HEADER_REASON: &str = "edgeflow-reason";
+pub const HEADER_DETAIL: &str = "edgeflow-detail";
+pub const HEADER_MQTT_TOPIC: &str = "edgeflow-mqtt-topic";
+pub const HEADER_GATEWAY: &str = "edgeflow-gateway";
+
+/// `edgeflow-encoding` values.
+pub const ENCODING_JSON: &str = "json";
+pub const ENCODING_BINARY: &str = "binary-v1";
+
+const BINARY_VERSION: u8 = 1;
+const KIND_AGGREGATE: u8 = 1;
+const KIND_READING: u8 = 2;
+const NO_SITE: u16 = u16::MAX;
+
+/// Errors decoding a wire record.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    #[error("record is truncated at byte {0}")]
+    Truncated(usize),
+    #[error("unknown binary version {0}")]
+    Version(u8),
+    #[error("unexpected record kind {0}")]
+    Kind(u8),
+    #[error("string is not UTF-8 at byte {0}")]
+    Utf8(usize),
+    #[error("invalid JSON record: {0}")]
+    Json(String),
+    #[error("unknown encoding `{0}`")]
+    Encoding(String),
+}
+
+/// An aggregate as it travels on Kafka (owned; what consumers decode).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AggregateRecord {
+    pub gateway: String,
+    pub sensor: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
+    pub field: String,
+    pub window_start: i64,
+    pub window_end: i64,
+    pub revision: u64,
+    pub count: u64,
+    pub min: f64,
+    pub max: f64,
+    pub sum: f64,
+    pub mean: f64,
+    pub first_ts: i64,
+    pub first: f64,
+    pub last_ts: i64,
+    pub last: f64,
+}
+
+impl AggregateRecord {
+    /// The identity under which duplicates are dropped.
+    pub fn identity(&self) -> (String, String, String, i64, u64) {
+        (
+            self.gateway.clone(),
+            self.sensor.clone(),
+            self.field.clone(),
+            self.window_start,
+            self.revision,
+        )
+    }
+}
+
+/// A single reading as it travels on Kafka in pass-through mode.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReadingRecord {
+    pub gateway: String,
+    pub sensor: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
+    pub field: String,
+    pub ts: i64,
+    pub value: f64,
+}
+
+#[derive(Serialize)]
+struct AggregateJson<'a> {
+    gateway: &'a str,
+    sensor: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    site: Option<&'a str>,
+    field: &'a str,
+    window_start: i64,
+    window_end: i64,
+    revision: u64,
+    count: u64,
+    min: f64,
+    max: f64,
+    sum: f64,
+    mean: f64,
+    first_ts: i64,
+    first: f64,
+    last_ts: i64,
+    last: f64,
+}
+
+#[derive(Serialize)]
+struct ReadingJson<'a> {
+    gateway: &'a str,
+    sensor: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    site: Option<&'a str>,
+    field: &'a str,
+    ts: i64,
+    value: f64,
+}
+
+/// Appends an aggregate's JSON encoding to `buf`.
+pub fn aggregate_json(gateway: &str, a: &Aggregate, buf: &mut Vec<u8>) {
+    let j = AggregateJson {
+        gateway,
+        sensor: &a.sensor,
+        site: a.site.as_deref(),
+        field: &a.field,
+        window_start: a.window_start,
+        window_end: a.window_end,
+        revision: a.revision,
+        count: a.count,
+        min: a.min,
+        max: a.max,
+        sum: a.sum,
+        mean: a.mean(),
+        first_ts: a.first_ts,
+        first: a.first,
+        last_ts: a.last_ts,
+        last: a.last,
+    };
+    // Serializing plain numbers and strings into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *buf, &j);
+}
+
+/// Appends an aggregate's binary-v1 encoding to `buf`.
+pub fn aggregate_binary(gateway: &str, a: &Aggregate, buf: &mut Vec<u8>) {
+    buf.push(BINARY_VERSION);
+    buf.push(KIND_AGGREGATE);
+    put_str(buf, gateway);
+    put_str(buf, &a.sensor);
+    put_opt_str(buf, a.site.as_deref());
+    put_str(buf, &a.field);
+    for v in [a.window_start, a.window_end] {
+        buf.extend_from_slice(&v.to_le_bytes());
+    }
+    buf.extend_from_slice(&a.revision.to_le_bytes());
+    buf.extend_from_slice(&a.count.to_le_bytes());
+    for v in [a.min, a.max, a.sum] {
+        buf.extend_from_slice(&v.to_le_bytes());
+    }
+    buf.extend_from_slice(&a.first_ts.to_le_bytes());
+    buf.extend_from_slice(&a.first.to_le_bytes());
+    buf.extend_from_slice(&a.last_ts.to_le_bytes());
+    buf.extend_from_slice(&a.last.to_le_bytes());
+}
+
+/// Borrowed view of one reading for encoding.
+#[derive(Clone, Copy, Debug)]
+pub struct ReadingRef<'a> {
+    pub sensor: &'a str,
+    pub site: Option<&'a str>,
+    pub field: &'a str,
+    pub ts: i64,
+    pub value: f64,
+}
+
+/// Appends a reading's JSON encoding to `buf`.
+pub fn reading_json(gateway: &str, r: &ReadingRef<'_>, buf: &mut Vec<u8>) {
+    let j = ReadingJson {
+        gateway,
+        sensor: r.sensor,
+        site: r.site,
+        field: r.field,
+        ts: r.ts,
+        value: r.value,
+    };
+    let _ = serde_json::to_writer(&mut *buf, &j);
+}
+
+/// Appends a reading's binary-v1 encoding to `buf`.
+pub fn reading_binary(gateway: &str, r: &ReadingRef<'_>, buf: &mut Vec<u8>) {
+    buf.push(BINARY_VERSION);
+    buf.push(KIND_READING);
+    put_str(buf, gateway);
+    put_str(buf, r.sensor);
+    put_opt_str(buf, r.site);
+    put_str(buf, r.field);
+    buf.extend_from_slice(&r.ts.to_le_bytes());
+    buf.extend_from_slice(&r.value.to_le_bytes());
+}
+
+/// Decodes an aggregate record given its `edgeflow-encoding` header value.
+pub fn decode_aggregate(encoding: &str, bytes: &[u8]) -> Result<AggregateRecord, WireError> {
+    match encoding {
+        ENCODING_JSON => serde_json::from_slice(bytes).map_err(|e| WireError::Json(e.to_string())),
+        ENCODING_BINARY => {
+            let mut r = Reader { b: bytes, pos: 0 };
+            r.header(KIND_AGGREGATE)?;
+            Ok(AggregateRecord {
+                gateway: r.string()?,
+                sensor: r.string()?,
+                site: r.opt_string()?,
+                field: r.string()?,
+                window_start: r.i64()?,
+                window_end: r.i64()?,
+                revision: r.u64()?,
+                count: r.u64()?,
+                min: r.f64()?,
+                max: r.f64()?,
+                sum: r.f64()?,
+                mean: 0.0,
+                first_ts: r.i64()?,
+                first: r.f64()?,
+                last_ts: r.i64()?,
+                last: r.f64()?,
+            })
+            .map(|mut a| {
+                a.mean = if a.count == 0 {
+                    0.0
+                } else {
+                    a.sum / a.count as f64
+                };
+                a
+            })
+        }
+        other => Err(WireError::Encoding(other.to_string())),
+    }
+}
+
+/// Decodes a reading record given its `edgeflow-encoding` header value.
+pub fn decode_reading(encoding: &str, bytes: &[u8]) -> Result<ReadingRecord, WireError> {
+    match encoding {
+        ENCODING_JSON => serde_json::from_slice(bytes).map_err(|e| WireError::Json(e.to_string())),
+        ENCODING_BINARY => {
+            let mut r = Reader { b: bytes, pos: 0 };
+            r.header(KIND_READING)?;
+            Ok(ReadingRecord {
+                gateway: r.string()?,
+                sensor: r.string()?,
+                site: r.opt_string()?,
+                field: r.string()?,
+                ts: r.i64()?,
+                value: r.f64()?,
+            })
+        }
+        other => Err(WireError::Encoding(other.to_string())),
+    }
+}
+
+fn put_str(buf: &mut Vec<u8>, s: &str) {
+    // Names longer than 65,534 bytes are cut at a char boundary; ids are short in practice.
+    let mut end = s.len().min(u16::MAX as usize - 1);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    buf.extend_from_slice(&(end as u16).to_le_bytes());
+    buf.extend_from_slice(&s.as_bytes()[..end]);
+}
+
+fn put_opt_str(buf: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        Some(s) => put_str(buf, s),
+        None => buf.extend_from_slice(&NO_SITE.to_le_bytes()),
+    }
+}
+
+/// A bounds-checked little-endian reader.
+pub(crate) struct Reader<'a> {
+    pub(crate) b: &'a [u8],
+    pub(crate) pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn header(&mut self, kind: u8) -> Result<(), WireError> {
+        let v = self.u8()?;
+        if v != BINARY_VERSION {
+            return Err(WireError::Version(v));
+        }
+        let k = self.u8()?;
+        if k != kind {
+            return Err(WireError::Kind(k));
+        }
+        Ok(())
+    }
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .ok_or(WireError::Truncated(self.pos))?;
+        let s = self
+            .b
+            .get(self.pos..end)
+            .ok_or(WireError::Truncated(self.pos))?;
+        self.pos = end;
+        Ok(s)
+    }
+    pub(crate) fn u8(&mut self) -> Result<u8, WireError> {
+        Ok(self.take(1)?[0])
+    }
+    pub(crate) fn u16(&mut self) -> Result<u16, WireError> {
+        let mut a = [0u8; 2];
+        a.copy_from_slice(self.take(2)?);
+        Ok(u16::from_le_bytes(a))
+    }
+    pub(crate) fn u32(&mut self) -> Result<u32, WireError> {
+        let mut a = [0u8; 4];
+        a.copy_from_slice(self.take(4)?);
+        Ok(u32::from_le_bytes(a))
+    }
+    pub(crate) fn u64(&mut self) -> Result<u64, WireError> {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(self.take(8)?);
+        Ok(u64::from_le_bytes(a))
+    }
+    pub(crate) fn i64(&mut self) -> Result<i64, WireError> {
+        Ok(self.u64()? as i64)
+    }
+    pub(crate) fn f64(&mut self) -> Result<f64, WireError> {
+        Ok(f64::from_bits(self.u64()?))
+    }
+    pub(crate) fn str(&mut self) -> Result<&'a str, WireError> {
+        let n = self.u16()? as usize;
+        let at = self.pos;
+        std::str::from_utf8(self.take(n)?).map_err(|_| WireError::Utf8(at))
+    }
+    fn string(&mut self) -> Result<String, WireError> {
+        self.str().map(str::to_string)
+    }
+    pub(crate) fn opt_str(&mut self) -> Result<Option<&'a str>, WireError> {
+        let save = self.pos;
+        if self.u16()? == NO_SITE {
+            return Ok(None);
+        }
+        self.pos = save;
+        self.str().map(Some)
+    }
+    fn opt_string(&mut self) -> Result<Option<String>, WireError> {
+        Ok(self.opt_str()?.map(str::to_string))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn agg() -> Aggregate {
+        Aggregate {
+            sensor: Arc::from("s-1"),
+            site: Some(Arc::from("plant")),
+            field: Arc::from("temp"),
+            window_start: 1_000,
+            window_end: 11_000,
+            revision: 0,
+            count: 4,
+            min: -1.5,
+            max: 9.0,
+            sum: 12.0,
+            first_ts: 1_001,
+            first: 2.0,
+            last_ts: 10_999,
+            last: 9.0,
+        }
+    }
+
+    #[test]
+    fn both_encodings_round_trip_to_the_same_record() {
+        let a = agg();
+        let mut j = Vec::new();
+        aggregate_json("gw", &a, &mut j);
+        let mut b = Vec::new();
+        aggregate_binary("gw", &a, &mut b);
+        let from_json = decode_aggregate(ENCODING_JSON, &j).unwrap();
+        let from_bin = decode_aggregate(ENCODING_BINARY, &b).unwrap();
+        assert_eq!(from_json, from_bin);
+        assert_eq!(from_json.mean, 3.0);
+        assert_eq!(from_json.site.as_deref(), Some("plant"));
+        assert!(b.len() < j.len());
+    }
+
+    #[test]
+    fn truncated_binary_is_an_error_not_a_panic() {
+        let mut b = Vec::new();
+        aggregate_binary("gw", &agg(), &mut b);
+        for n in 0..b.len() {
+            assert!(decode_aggregate(ENCODING_BINARY, &b[..n]).is_err());
+        }
+    }
+
+    #[test]
+    fn readings_round_trip() {
+        let r = ReadingRef {
+            sensor: "s",
+            site: None,
+            field: "v",
+            ts: 5,
+            value: 1.25,
+        };
+        let mut j = Vec::new();
+        reading_json("gw", &r, &mut j);
+        let mut b = Vec::new();
+        reading_binary("gw", &r, &mut b);
+        assert_eq!(
+            decode_reading(ENCODING_JSON, &j).unwrap(),
+            decode_reading(ENCODING_BINARY, &b).unwrap()
+        );
+    }
+}
