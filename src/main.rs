@@ -1,7 +1,267 @@
-//! `edgeflow`: the project's command line. The gateway agent is the `edgeflow-edge`
-//! binary; this binary grows the processor (`edgeflow process`) and `edgeflow demo`.
+//! `edgeflow`: the project's command line.
+//!
+//! The gateway agent is the `edgeflow-edge` binary. This one carries the tools around it:
+//! - `edgeflow simulate`: publishes synthetic sensor readings over MQTT;
+//! - `edgeflow create-topics`: creates the Kafka topics the agent writes to;
+//! - `edgeflow tail`: prints the records of a Kafka topic, decoded from the edge wire format.
 
-fn main() {
-    eprintln!("edgeflow: the processor commands are not built yet; run the gateway agent with `edgeflow-edge --config configs/edge.toml`");
-    std::process::exit(2);
+use std::io::Write as _;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use rand::{Rng, SeedableRng};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+#[derive(Parser)]
+#[command(
+    name = "edgeflow",
+    version,
+    about = "edgeflow: edge-to-cloud IoT stream pipeline"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Publish synthetic readings: JSON `{"ts":..,"value":..}` on
+    /// `sensors/<site>/<sensor>/telemetry`.
+    Simulate {
+        #[arg(long, default_value = "localhost")]
+        host: String,
+        #[arg(long, default_value_t = 1883)]
+        port: u16,
+        /// Number of distinct sensors.
+        #[arg(long, default_value_t = 100)]
+        sensors: u32,
+        /// Readings per second over all sensors (0 = as fast as possible).
+        #[arg(long, default_value_t = 1000)]
+        rate: u64,
+        /// Stop after this many readings (0 = run until interrupted).
+        #[arg(long, default_value_t = 0)]
+        count: u64,
+        /// MQTT QoS 0, 1 or 2.
+        #[arg(long, default_value_t = 1)]
+        qos: u8,
+        /// Seed of the value generator (runs are reproducible).
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+    },
+    /// Create Kafka topics (no-op for topics that exist).
+    CreateTopics {
+        #[arg(long, default_value = "localhost:9092")]
+        brokers: String,
+        #[arg(long, default_value_t = 3)]
+        partitions: i32,
+        topics: Vec<String>,
+    },
+    /// Print a topic's records from the beginning of every partition as JSON lines.
+    Tail {
+        #[arg(long, default_value = "localhost:9092")]
+        brokers: String,
+        topic: String,
+        /// Keep following new records.
+        #[arg(long)]
+        follow: bool,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    match cli.cmd {
+        Cmd::Simulate {
+            host,
+            port,
+            sensors,
+            rate,
+            count,
+            qos,
+            seed,
+        } => rt.block_on(simulate(host, port, sensors, rate, count, qos, seed)),
+        Cmd::CreateTopics {
+            brokers,
+            partitions,
+            topics,
+        } => rt.block_on(create_topics(&brokers, partitions, &topics)),
+        Cmd::Tail {
+            brokers,
+            topic,
+            follow,
+        } => tail(&brokers, &topic, follow),
+    }
+}
+
+async fn simulate(
+    host: String,
+    port: u16,
+    sensors: u32,
+    rate: u64,
+    count: u64,
+    qos: u8,
+    seed: u64,
+) -> Result<()> {
+    let qos = match qos {
+        0 => rumqttc::QoS::AtMostOnce,
+        1 => rumqttc::QoS::AtLeastOnce,
+        2 => rumqttc::QoS::ExactlyOnce,
+        q => bail!("--qos {q}: allowed values are 0, 1, 2"),
+    };
+    if sensors == 0 {
+        bail!("--sensors must be at least 1");
+    }
+    let id = format!("edgeflow-simulate-{}", std::process::id());
+    let mut opts = rumqttc::MqttOptions::new(id, host.clone(), port);
+    opts.set_keep_alive(Duration::from_secs(30))
+        .set_inflight(1000);
+    let (client, mut ev) = rumqttc::AsyncClient::new(opts, 10_000);
+    let (done_tx, mut done_rx) = tokio::sync::oneshot::channel::<()>();
+    let driver = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                r = ev.poll() => if let Err(e) = r {
+                    eprintln!("simulate: MQTT {host}:{port}: {e}");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                },
+                _ = &mut done_rx => break,
+            }
+        }
+    });
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut values: Vec<f64> = (0..sensors).map(|_| rng.random_range(15.0..25.0)).collect();
+    let start = Instant::now();
+    let mut sent = 0u64;
+    while count == 0 || sent < count {
+        let i = (sent % sensors as u64) as usize;
+        values[i] += rng.random_range(-0.5..0.5);
+        let ts = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
+        let topic = format!("sensors/site-{}/s-{:06}/telemetry", i % 4, i);
+        let payload = format!("{{\"ts\":{ts},\"value\":{:.3}}}", values[i]);
+        client
+            .publish(topic, qos, false, payload)
+            .await
+            .context("publishing")?;
+        sent += 1;
+        if rate > 0 {
+            let due = start + Duration::from_secs_f64(sent as f64 / rate as f64);
+            tokio::time::sleep_until(due.into()).await;
+        }
+        if sent % 10_000 == 0 {
+            eprintln!(
+                "simulate: {sent} readings, {:.0}/s",
+                sent as f64 / start.elapsed().as_secs_f64()
+            );
+        }
+    }
+    client.disconnect().await.ok();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let _ = done_tx.send(());
+    let _ = driver.await;
+    eprintln!("simulate: published {sent} readings");
+    Ok(())
+}
+
+async fn create_topics(brokers: &str, partitions: i32, topics: &[String]) -> Result<()> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .context("creating the Kafka admin client")?;
+    let new: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
+        .collect();
+    let results = admin
+        .create_topics(&new, &AdminOptions::new())
+        .await
+        .with_context(|| format!("creating topics on {brokers}"))?;
+    for r in results {
+        match r {
+            Ok(t) => println!("created {t}"),
+            Err((t, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {
+                println!("exists  {t}")
+            }
+            Err((t, e)) => bail!("creating {t}: {e}"),
+        }
+    }
+    Ok(())
+}
+
+fn tail(brokers: &str, topic: &str, follow: bool) -> Result<()> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "edgeflow-tail")
+        .set("enable.auto.commit", "false")
+        .create()
+        .context("creating the Kafka consumer")?;
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .with_context(|| format!("fetching metadata of {topic} from {brokers}"))?;
+    let parts = md
+        .topics()
+        .first()
+        .map(|t| t.partitions().len())
+        .unwrap_or(0);
+    if parts == 0 {
+        bail!("topic {topic} does not exist on {brokers}");
+    }
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..parts as i32 {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    let mut idle_since = Instant::now();
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    loop {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                idle_since = Instant::now();
+                let header = |name: &str| {
+                    m.headers().and_then(|h| {
+                        h.iter()
+                            .find(|x| x.key == name)
+                            .and_then(|x| x.value)
+                            .map(|v| String::from_utf8_lossy(v).into_owned())
+                    })
+                };
+                let kind = header(edgeflow_edge::wire::HEADER_KIND).unwrap_or_default();
+                let enc = header(edgeflow_edge::wire::HEADER_ENCODING).unwrap_or_default();
+                let payload = m.payload().unwrap_or_default();
+                let line = match kind.as_str() {
+                    "aggregate" => edgeflow_edge::wire::decode_aggregate(&enc, payload)
+                        .map(|a| serde_json::to_string(&a).unwrap_or_default())
+                        .unwrap_or_else(|e| format!("{{\"undecodable\":\"{e}\"}}")),
+                    "reading" => edgeflow_edge::wire::decode_reading(&enc, payload)
+                        .map(|r| serde_json::to_string(&r).unwrap_or_default())
+                        .unwrap_or_else(|e| format!("{{\"undecodable\":\"{e}\"}}")),
+                    _ => serde_json::json!({
+                        "kind": kind,
+                        "reason": header(edgeflow_edge::wire::HEADER_REASON),
+                        "detail": header(edgeflow_edge::wire::HEADER_DETAIL),
+                        "payload": String::from_utf8_lossy(payload),
+                    })
+                    .to_string(),
+                };
+                if writeln!(out, "{line}").is_err() {
+                    // The reader went away (e.g. `| head`): stop quietly.
+                    return Ok(());
+                }
+            }
+            Some(Err(e)) => eprintln!("tail: {e}"),
+            None => {
+                if !follow && idle_since.elapsed() > Duration::from_secs(2) {
+                    return Ok(());
+                }
+            }
+        }
+    }
 }
