@@ -105,6 +105,7 @@ pub async fn run(cfg: EdgeConfig, shutdown: watch::Receiver<bool>) -> Result<()>
         forward.clone(),
         data_ready.clone(),
         producer,
+        cfg.kafka.clone(),
         crate::forward::Topics::from_config(&cfg.kafka),
         metrics.clone(),
         fwd_stop_rx,

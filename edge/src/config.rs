@@ -6,8 +6,8 @@
 //!
 //! Secrets come from the environment, never from files checked into a repo:
 //! `EDGEFLOW_MQTT_USERNAME` / `EDGEFLOW_MQTT_PASSWORD` override `mqtt.username` /
-//! `mqtt.password`, and `EDGEFLOW_KAFKA_<PROPERTY>` sets a librdkafka property, with `_`
-//! standing for `.` (e.g. `EDGEFLOW_KAFKA_SASL_PASSWORD` sets `sasl.password`). Secrets are
+//! `mqtt.password`, and `EDGEFLOW_KAFKA_PROPERTY_<NAME>` sets a librdkafka property, with `_`
+//! standing for `.` (e.g. `EDGEFLOW_KAFKA_PROPERTY_SASL_PASSWORD` sets `sasl.password`). Secrets are
 //! redacted from `Debug` output and never logged.
 
 use std::collections::BTreeMap;
@@ -380,7 +380,7 @@ pub struct KafkaConfig {
     #[serde(default = "default_partitioner")]
     pub partitioner: String,
     /// Extra librdkafka producer properties (SASL/SSL for managed services, tuning).
-    /// Secrets belong in `EDGEFLOW_KAFKA_<PROPERTY>` environment variables.
+    /// Secrets belong in `EDGEFLOW_KAFKA_PROPERTY_<NAME>` environment variables.
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
 }
@@ -480,7 +480,7 @@ impl EdgeConfig {
                 "EDGEFLOW_MQTT_USERNAME" => self.mqtt.username = Some(v),
                 "EDGEFLOW_MQTT_PASSWORD" => self.mqtt.password = Some(v),
                 _ => {
-                    if let Some(prop) = k.strip_prefix("EDGEFLOW_KAFKA_") {
+                    if let Some(prop) = k.strip_prefix("EDGEFLOW_KAFKA_PROPERTY_") {
                         if !prop.is_empty() {
                             let name = prop.to_ascii_lowercase().replace('_', ".");
                             self.kafka.properties.insert(name, v);
@@ -664,7 +664,7 @@ brokers = "localhost:9092"
         c.apply_env([
             ("EDGEFLOW_MQTT_PASSWORD".to_string(), "hunter2".to_string()),
             (
-                "EDGEFLOW_KAFKA_SASL_PASSWORD".to_string(),
+                "EDGEFLOW_KAFKA_PROPERTY_SASL_PASSWORD".to_string(),
                 "s3cret".to_string(),
             ),
         ]);

@@ -83,7 +83,8 @@ impl Topics {
 pub async fn run(
     log: Arc<Mutex<DiskLog>>,
     data_ready: Arc<Notify>,
-    producer: FutureProducer,
+    mut producer: FutureProducer,
+    kafka: KafkaConfig,
     topics: Topics,
     metrics: Arc<Metrics>,
     mut shutdown: watch::Receiver<bool>,
@@ -93,7 +94,23 @@ pub async fn run(
     let mut last_persist = Instant::now();
     let mut error_backoff = Duration::from_millis(100);
     let mut shutdown_at: Option<Instant> = None;
+    let mut failed = false;
     loop {
+        if failed {
+            // A rejected record can leave an idempotent producer's sequence state out of
+            // step with the broker; start over with a fresh producer (new producer id) and
+            // resend everything not acknowledged. Duplicates are dropped downstream by
+            // identity.
+            failed = false;
+            in_flight = FuturesUnordered::new();
+            lock(&log).rewind_unsent();
+            tokio::time::sleep(error_backoff).await;
+            error_backoff = (error_backoff * 2).min(Duration::from_secs(10));
+            match self::producer(&kafka) {
+                Ok(p) => producer = p,
+                Err(e) => tracing::error!(error = %e, "recreating the Kafka producer failed"),
+            }
+        }
         if shutdown_at.is_none() && *shutdown.borrow() {
             shutdown_at = Some(Instant::now());
         }
@@ -149,7 +166,7 @@ pub async fn run(
                             fr = back;
                             // Let deliveries complete before trying again.
                             if let Some(done) = in_flight.next().await {
-                                settle(&log, &metrics, done, &mut error_backoff).await;
+                                failed |= settle(&log, &metrics, done, &mut error_backoff);
                             } else {
                                 tokio::time::sleep(Duration::from_millis(5)).await;
                             }
@@ -157,9 +174,7 @@ pub async fn run(
                         Err((e, _)) => {
                             metrics.delivery_errors.fetch_add(1, Relaxed);
                             tracing::warn!(seq, error = %e, "could not enqueue record; will retry");
-                            lock(&log).rewind_unsent();
-                            tokio::time::sleep(error_backoff).await;
-                            error_backoff = (error_backoff * 2).min(Duration::from_secs(10));
+                            failed = true;
                             break;
                         }
                     }
@@ -168,7 +183,10 @@ pub async fn run(
         }
         // Collect deliveries without blocking when there is more to send.
         while let Some(Some(done)) = futures::FutureExt::now_or_never(in_flight.next()) {
-            settle(&log, &metrics, done, &mut error_backoff).await;
+            failed |= settle(&log, &metrics, done, &mut error_backoff);
+        }
+        if failed {
+            continue;
         }
         if last_persist.elapsed() >= Duration::from_millis(500) {
             let mut l = lock(&log);
@@ -189,7 +207,7 @@ pub async fn run(
         if handed == 0 || in_flight.len() >= MAX_IN_FLIGHT {
             tokio::select! {
                 Some(done) = in_flight.next(), if !in_flight.is_empty() => {
-                    settle(&log, &metrics, done, &mut error_backoff).await;
+                    failed |= settle(&log, &metrics, done, &mut error_backoff);
                 }
                 _ = data_ready.notified(), if in_flight.len() < MAX_IN_FLIGHT => {}
                 _ = tokio::time::sleep(Duration::from_millis(100)) => {}
@@ -218,7 +236,8 @@ type Delivery = (
     >,
 );
 
-async fn settle(log: &Mutex<DiskLog>, metrics: &Metrics, done: Delivery, backoff: &mut Duration) {
+/// Records a delivery outcome; returns `true` when the producer must be replaced.
+fn settle(log: &Mutex<DiskLog>, metrics: &Metrics, done: Delivery, backoff: &mut Duration) -> bool {
     let (seq, sent_at, result) = done;
     match result {
         Ok(Ok(_)) => {
@@ -226,17 +245,14 @@ async fn settle(log: &Mutex<DiskLog>, metrics: &Metrics, done: Delivery, backoff
             metrics.delivered.fetch_add(1, Relaxed);
             metrics.observe_delivery(sent_at.elapsed().as_micros() as u64);
             *backoff = Duration::from_millis(100);
+            false
         }
         Ok(Err((e, _))) => {
             metrics.delivery_errors.fetch_add(1, Relaxed);
-            tracing::warn!(seq, error = %e, "Kafka rejected a record; resending from the first unacknowledged");
-            lock(log).rewind_unsent();
-            tokio::time::sleep(*backoff).await;
-            *backoff = (*backoff * 2).min(Duration::from_secs(10));
+            tracing::warn!(seq, error = %e, retry_in = ?*backoff, "Kafka rejected a record; resending from the first unacknowledged with a new producer");
+            true
         }
-        Err(_) => {
-            lock(log).rewind_unsent();
-        }
+        Err(_) => true,
     }
 }
 

@@ -63,7 +63,9 @@
 //!   out again after a crash, so store seqs elsewhere only after `sync`.
 //! - Segments wholly below the floor are deleted by [`DiskLog::persist_acks`] (and by an
 //!   append that needs their space). The last segment is never deleted, so the directory
-//!   always remembers the next seq.
+//!   always remembers the next seq. Deletions are not fsynced: a segment that comes back
+//!   after a crash is deleted again at open if it is below the persisted floor, otherwise
+//!   its records are sent again (a dropped segment, for example).
 //!
 //! # Torn tails and damage
 //!
@@ -100,6 +102,7 @@
 mod ledger;
 mod segment;
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests;
 
 use std::io;
@@ -633,28 +636,6 @@ impl DiskLog {
     /// Current counters and gauges.
     pub fn stats(&self) -> LogStats {
         self.ledger.stats()
-    }
-
-    /// (path, synced length, written length) of every segment with data not yet durable.
-    #[cfg(test)]
-    fn unsynced_files(&self) -> Vec<(PathBuf, u64, u64)> {
-        let mut files: Vec<(PathBuf, u64, u64)> = self
-            .sealed
-            .iter()
-            .map(|s| {
-                (
-                    segment::segment_path(&self.dir, s.base),
-                    s.synced_len,
-                    s.len,
-                )
-            })
-            .collect();
-        if let Some(w) = &self.writer {
-            let (synced, len) = w.lengths();
-            files.push((segment::segment_path(&self.dir, w.base), synced, len));
-        }
-        files.retain(|(_, synced, len)| synced < len);
-        files
     }
 }
 

@@ -378,15 +378,7 @@ impl SegmentWriter {
             base: self.base,
             file,
             synced,
-            synced_len: self.synced_len,
-            len: self.len,
         })
-    }
-
-    /// (synced length, written length), for crash tests.
-    #[cfg(test)]
-    pub fn lengths(&self) -> (u64, u64) {
-        (self.synced_len, self.len)
     }
 }
 
@@ -395,10 +387,6 @@ pub(crate) struct SealedSegment {
     pub base: Seq,
     file: File,
     synced: bool,
-    #[cfg_attr(not(test), allow(dead_code))]
-    pub synced_len: u64,
-    #[cfg_attr(not(test), allow(dead_code))]
-    pub len: u64,
 }
 
 impl SealedSegment {
@@ -570,6 +558,7 @@ pub(crate) fn remove_segment(dir: &Path, base: Seq) -> io::Result<()> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
