@@ -155,7 +155,7 @@ async fn simulate(
             let due = start + Duration::from_secs_f64(sent as f64 / rate as f64);
             tokio::time::sleep_until(due.into()).await;
         }
-        if sent % 10_000 == 0 {
+        if sent.is_multiple_of(10_000) {
             eprintln!(
                 "simulate: {sent} readings, {:.0}/s",
                 sent as f64 / start.elapsed().as_secs_f64()

@@ -501,8 +501,8 @@ impl Pipeline {
         for a in &out {
             self.enc.clear();
             match self.encoding {
-                Encoding::Json => wire::aggregate_json(&self.gateway, &a, &mut self.enc),
-                Encoding::Binary => wire::aggregate_binary(&self.gateway, &a, &mut self.enc),
+                Encoding::Json => wire::aggregate_json(&self.gateway, a, &mut self.enc),
+                Encoding::Binary => wire::aggregate_binary(&self.gateway, a, &mut self.enc),
             }
             encode_out(
                 &mut self.rec,

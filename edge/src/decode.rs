@@ -836,8 +836,10 @@ mod tests {
             reason(run(&d, Auto, PAT, TOPIC, r#"{"ts":true,"value":1}"#)),
             Reason::Malformed
         );
-        let mut known = DecodeConfig::default();
-        known.known_sensors = vec!["s2".into()];
+        let known = DecodeConfig {
+            known_sensors: vec!["s2".into()],
+            ..Default::default()
+        };
         let d2 = Decoder::new(&known, 1024);
         assert_eq!(
             reason(run(&d2, Auto, PAT, TOPIC, "1")),

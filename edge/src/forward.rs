@@ -80,6 +80,7 @@ impl Topics {
 
 /// Runs until `shutdown` is true and (after the grace period) exits; what is not
 /// delivered stays in the log for the next start.
+#[allow(clippy::too_many_arguments)] // the forwarder's collaborators, each used once
 pub async fn run(
     log: Arc<Mutex<DiskLog>>,
     data_ready: Arc<Notify>,
