@@ -1,0 +1,211 @@
+#!/usr/bin/env bash
+# Idempotent setup of everything edgeflow's integration tests need, without pulling any
+# image from a registry:
+#
+#   * Debian packages: debootstrap, mosquitto-clients (mosquitto_pub in tests), and the
+#     build dependencies of librdkafka (rdkafka's bundled build) and tansu;
+#   * the Kafka-compatible broker tansu, built with `cargo install` into $CACHE/tansu;
+#   * edgeflow/debian-base:bookworm, a debootstrapped Debian bookworm minbase rootfs
+#     (with mosquitto) imported into Docker; the rootfs tarball is cached in $CACHE so a
+#     `docker system prune` is quick to recover from;
+#   * edgeflow/mosquitto:local and edgeflow/tansu:local, built from docker/ on that base.
+#
+# Cache: ${EDGEFLOW_CACHE:-$HOME/.cache/edgeflow}. A warm run takes a second or two.
+#
+# Usage:
+#   scripts/test-env.sh           # set up, then print `export VAR=...` lines
+#   source scripts/test-env.sh    # set up and export the variables into this shell
+#
+# Variables read by the test harness (tests/common/mod.rs):
+#   EDGEFLOW_MQTT_IMAGE=edgeflow/mosquitto:local
+#   EDGEFLOW_KAFKA_IMAGE=edgeflow/tansu:local
+#   EDGEFLOW_KAFKA_FLAVOR=tansu
+#
+# Fails (non-zero, with a message saying what is missing) if anything cannot be had.
+
+_edgeflow_test_env() (
+    set -euo pipefail
+
+    local repo cache
+    repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+    cache="${EDGEFLOW_CACHE:-$HOME/.cache/edgeflow}"
+    mkdir -p "$cache"
+
+    # Pinned so that every machine runs the same broker; bump deliberately.
+    local tansu_version="${EDGEFLOW_TANSU_VERSION:-0.6.0}"
+    local tansu_features="dynostore,libsql"
+    local suite="bookworm"
+    local mirror="${EDGEFLOW_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+    # Packages inside the image rootfs: mosquitto for the MQTT image; ca-certificates
+    # (which brings libssl3) and what `ldd tansu` lists beyond minbase for tansu.
+    local rootfs_packages="mosquitto,ca-certificates"
+    # Packages on the host.
+    local host_packages=(
+        debootstrap mosquitto-clients
+        # librdkafka (rdkafka-sys: cmake build, ssl, zstd) and tansu
+        build-essential cmake pkg-config libssl-dev zlib1g-dev libzstd-dev
+        libcurl4-openssl-dev libsasl2-dev protobuf-compiler
+    )
+
+    log() { printf 'test-env: %s\n' "$*" >&2; }
+    die() {
+        printf '\ntest-env: ERROR: %s\n\n' "$*" >&2
+        exit 1
+    }
+    # Docker >= 23 clients default to BuildKit, which needs the buildx plugin.
+    docker_build() {
+        if docker buildx version >/dev/null 2>&1; then
+            docker build "$@"
+        else
+            DOCKER_BUILDKIT=0 docker build "$@"
+        fi
+    }
+    image_exists() { docker image inspect "$1" >/dev/null 2>&1; }
+    image_label() {
+        docker image inspect -f "{{ index .Config.Labels \"$2\" }}" "$1" 2>/dev/null || true
+    }
+
+    # ---------------------------------------------------------------- docker
+    command -v docker >/dev/null ||
+        die "the docker CLI is not installed. Install Docker (e.g. apt-get install docker.io) and start the daemon."
+    docker info >/dev/null 2>&1 ||
+        die "the Docker daemon is not reachable ($(docker info 2>&1 | grep -m1 -i error || true)). Start it (e.g. 'systemctl start docker' or 'dockerd &') and check that $(id -un) may use /var/run/docker.sock."
+
+    # ---------------------------------------------------------------- apt
+    local missing=() pkg
+    for pkg in "${host_packages[@]}"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" ||
+            missing+=("$pkg")
+    done
+    if ((${#missing[@]})); then
+        log "installing Debian packages: ${missing[*]}"
+        local sudo=()
+        if [[ $(id -u) -ne 0 ]]; then
+            command -v sudo >/dev/null || die "need root (or sudo) to apt-get install ${missing[*]}"
+            sudo=(sudo)
+        fi
+        # Unreachable third-party apt sources only produce warnings here; a real failure
+        # shows up in apt-get install below.
+        "${sudo[@]}" apt-get update -qq || log "apt-get update reported errors (continuing)"
+        DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2 ||
+            die "apt-get install ${missing[*]} failed"
+    fi
+
+    # ---------------------------------------------------------------- tansu binary
+    local tansu_root="$cache/tansu"
+    local tansu_bin="$tansu_root/bin/tansu"
+    if [[ ! -x $tansu_bin ]] || ! grep -qs "\"tansu $tansu_version " "$tansu_root/.crates2.json"; then
+        command -v cargo >/dev/null || die "cargo is not installed (needed to build tansu); install Rust via rustup"
+        log "building tansu $tansu_version into $tansu_root (takes 10+ minutes once)"
+        cargo install tansu --version "$tansu_version" --locked --features "$tansu_features" \
+            --root "$tansu_root" >&2 ||
+            die "cargo install tansu failed (see the output above)"
+    fi
+    [[ -x $tansu_bin ]] || die "tansu binary missing at $tansu_bin after cargo install"
+
+    # ---------------------------------------------------------------- base image
+    local base_image="edgeflow/debian-base:$suite"
+    local base_key
+    base_key="$(printf '%s|%s|%s' "$suite" "minbase" "$rootfs_packages" | sha256sum | cut -c1-12)"
+    local rootfs_tar="$cache/images/debian-$suite-minbase-$base_key.tar"
+    if [[ $(image_label "$base_image" edgeflow.inputs) != "$base_key" ]]; then
+        if [[ ! -s $rootfs_tar ]]; then
+            [[ $(id -u) -eq 0 ]] || die "debootstrap needs root; run scripts/test-env.sh as root once (or via sudo)"
+            log "debootstrapping Debian $suite minbase (+$rootfs_packages); takes a few minutes once"
+            mkdir -p "$cache/images"
+            local rootfs
+            rootfs="$(mktemp -d "$cache/images/rootfs.XXXXXX")"
+            # shellcheck disable=SC2064
+            trap "rm -rf '$rootfs'" EXIT
+            if ! debootstrap --variant=minbase --include="$rootfs_packages" "$suite" "$rootfs" "$mirror" \
+                >"$cache/images/debootstrap.log" 2>&1; then
+                tail -n 20 "$cache/images/debootstrap.log" >&2
+                die "debootstrap $suite from $mirror failed (log: $cache/images/debootstrap.log)"
+            fi
+            # Slim it down: apt caches, docs and man pages are useless in a test image.
+            rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/* \
+                "$rootfs"/usr/share/doc/* "$rootfs"/usr/share/man/* "$rootfs"/usr/share/locale/* \
+                "$rootfs"/var/log/*.log "$rootfs"/debootstrap
+            tar --numeric-owner -C "$rootfs" -cf "$rootfs_tar.tmp" . || die "tar of the rootfs failed"
+            mv "$rootfs_tar.tmp" "$rootfs_tar"
+            rm -rf "$rootfs"
+            trap - EXIT
+        fi
+        log "importing $rootfs_tar as $base_image"
+        docker import \
+            --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+            --change "LABEL edgeflow.inputs=$base_key" \
+            "$rootfs_tar" "$base_image" >/dev/null ||
+            die "docker import of $rootfs_tar failed"
+    fi
+    local base_id
+    base_id="$(docker image inspect -f '{{.Id}}' "$base_image")"
+
+    # ---------------------------------------------------------------- local images
+    # build_image TAG CONTEXT_DIR: rebuilds only when the context or the base changed
+    # (recorded in the edgeflow.inputs label), so a warm run does not even call docker build.
+    build_image() {
+        local tag=$1 context=$2 key
+        key="$( (
+            echo "$base_id"
+            cd "$context" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum
+        ) | sha256sum | cut -c1-16)"
+        if [[ $(image_label "$tag" edgeflow.inputs) == "$key" ]]; then
+            return 0
+        fi
+        log "building $tag"
+        local out
+        if ! out="$(docker_build --label "edgeflow.inputs=$key" -t "$tag" "$context" 2>&1)"; then
+            printf '%s\n' "$out" >&2
+            die "docker build of $tag from $context failed"
+        fi
+        rebuilt+=("$tag")
+    }
+    local rebuilt=()
+
+    build_image edgeflow/mosquitto:local "$repo/docker/mosquitto"
+
+    # The tansu binary lives outside the repo; assemble a build context in the cache
+    # (hard link when possible, so no 100 MB copy).
+    local tansu_ctx="$cache/docker-context/tansu"
+    mkdir -p "$tansu_ctx"
+    cp "$repo/docker/tansu/Dockerfile" "$tansu_ctx/Dockerfile"
+    if ! cmp -s "$tansu_bin" "$tansu_ctx/tansu"; then
+        rm -f "$tansu_ctx/tansu"
+        ln "$tansu_bin" "$tansu_ctx/tansu" 2>/dev/null || cp "$tansu_bin" "$tansu_ctx/tansu"
+    fi
+    build_image edgeflow/tansu:local "$tansu_ctx"
+
+    # Smoke-check freshly built images (e.g. a shared library missing from the rootfs).
+    local tag out
+    for tag in "${rebuilt[@]}"; do
+        case $tag in
+        edgeflow/tansu:*)
+            out="$(docker run --rm "$tag" --version 2>&1)" ||
+                die "$tag does not run: $out. Add the missing library to rootfs_packages in scripts/test-env.sh."
+            ;;
+        edgeflow/mosquitto:*)
+            # `mosquitto -h` exits non-zero by design; only its banner matters.
+            out="$(docker run --rm "$tag" mosquitto -h 2>&1 || true)"
+            [[ $out == *"mosquitto version"* ]] || die "$tag does not run mosquitto: $out"
+            ;;
+        esac
+    done
+)
+
+if _edgeflow_test_env; then
+    unset -f _edgeflow_test_env
+    export EDGEFLOW_MQTT_IMAGE=edgeflow/mosquitto:local
+    export EDGEFLOW_KAFKA_IMAGE=edgeflow/tansu:local
+    export EDGEFLOW_KAFKA_FLAVOR=tansu
+    if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
+        echo "export EDGEFLOW_MQTT_IMAGE=$EDGEFLOW_MQTT_IMAGE"
+        echo "export EDGEFLOW_KAFKA_IMAGE=$EDGEFLOW_KAFKA_IMAGE"
+        echo "export EDGEFLOW_KAFKA_FLAVOR=$EDGEFLOW_KAFKA_FLAVOR"
+    fi
+else
+    unset -f _edgeflow_test_env
+    echo "test-env: setup failed; the integration tests cannot run" >&2
+    # `return` when sourced, `exit` when run.
+    return 1 2>/dev/null || exit 1
+fi
