@@ -99,17 +99,31 @@ fn agent_binary(full: bool) -> Option<PathBuf> {
     }
     // <target>/release/deps/agent_throughput-<hash>
     let exe = std::env::current_exe().unwrap();
-    let target = exe.parent().and_then(Path::parent).and_then(Path::parent).unwrap();
+    let target = exe
+        .parent()
+        .and_then(Path::parent)
+        .and_then(Path::parent)
+        .unwrap();
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     eprintln!("building: cargo build --release -p edgeflow-edge --bin edgeflow-edge");
     let status = Command::new(cargo)
-        .args(["build", "--release", "-p", "edgeflow-edge", "--bin", "edgeflow-edge"])
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "edgeflow-edge",
+            "--bin",
+            "edgeflow-edge",
+        ])
         .arg("--target-dir")
         .arg(target)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .status()
         .expect("run cargo");
-    assert!(status.success(), "cargo build --release -p edgeflow-edge failed");
+    assert!(
+        status.success(),
+        "cargo build --release -p edgeflow-edge failed"
+    );
     let bin = target.join("release").join("edgeflow-edge");
     std::env::set_var("EDGEFLOW_EDGE_BIN", &bin);
     Some(bin)
@@ -156,12 +170,16 @@ impl NativeMosquitto {
             port,
             _dir: dir,
         };
-        wait_until("native mosquitto listens", Duration::from_secs(10), || async {
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .ok()
-                .map(|_| ())
-        })
+        wait_until(
+            "native mosquitto listens",
+            Duration::from_secs(10),
+            || async {
+                tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .ok()
+                    .map(|_| ())
+            },
+        )
         .await;
         m
     }
@@ -185,7 +203,8 @@ fn now_ms() -> i64 {
 /// disconnects: the broker then queues matching QoS 1 messages for it.
 async fn create_session(port: u16, client_id: &str) {
     let mut o = MqttOptions::new(client_id, "127.0.0.1", port);
-    o.set_clean_session(false).set_keep_alive(Duration::from_secs(30));
+    o.set_clean_session(false)
+        .set_keep_alive(Duration::from_secs(30));
     let (client, mut ev) = AsyncClient::new(o, 10);
     client.subscribe(FILTER, QoS::AtLeastOnce).await.unwrap();
     loop {
@@ -268,8 +287,12 @@ fn telemetry_topic(i: u64, sensors: u64) -> String {
 
 fn telemetry_payload(i: u64) -> Vec<u8> {
     // ~80 bytes with the topic's share; the payload itself is ~30 bytes like the brief's.
-    format!(r#"{{"ts":{},"value":{:.2}}}"#, now_ms(), 20.0 + (i % 500) as f64 / 100.0)
-        .into_bytes()
+    format!(
+        r#"{{"ts":{},"value":{:.2}}}"#,
+        now_ms(),
+        20.0 + (i % 500) as f64 / 100.0
+    )
+    .into_bytes()
 }
 
 /// Queues `n` messages (1,000 sensors) for the offline session `client_id`.
@@ -278,7 +301,8 @@ async fn preload(port: u16, client_id: &str, n: u64) -> f64 {
     let mut p = Publisher::connect(port).await;
     let t = Instant::now();
     for i in 0..n {
-        p.publish(telemetry_topic(i, 1_000), telemetry_payload(i)).await;
+        p.publish(telemetry_topic(i, 1_000), telemetry_payload(i))
+            .await;
     }
     p.wait_all_acked().await;
     let rate = n as f64 / t.elapsed().as_secs_f64();
@@ -290,13 +314,17 @@ async fn preload(port: u16, client_id: &str, n: u64) -> f64 {
 /// Returns messages/s from the start of the connect to the last message.
 async fn bare_drain(port: u16, client_id: &str, n: u64) -> f64 {
     let mut o = MqttOptions::new(client_id, "127.0.0.1", port);
-    o.set_clean_session(false).set_keep_alive(Duration::from_secs(30));
+    o.set_clean_session(false)
+        .set_keep_alive(Duration::from_secs(30));
     let (client, mut ev) = AsyncClient::new(o, 10_000);
     let mut got = 0u64;
     let t0 = Instant::now();
     let deadline = Instant::now() + Duration::from_secs(600);
     while got < n {
-        assert!(Instant::now() < deadline, "bare subscriber: {got}/{n} after 600 s");
+        assert!(
+            Instant::now() < deadline,
+            "bare subscriber: {got}/{n} after 600 s"
+        );
         if let Event::Incoming(Packet::Publish(_)) = ev.poll().await.expect("bare subscriber") {
             got += 1;
         }
@@ -304,7 +332,10 @@ async fn bare_drain(port: u16, client_id: &str, n: u64) -> f64 {
     let secs = t0.elapsed().as_secs_f64();
     let _ = client.disconnect().await;
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
-        while !matches!(ev.poll().await, Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_)) {}
+        while !matches!(
+            ev.poll().await,
+            Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_)
+        ) {}
     })
     .await;
     n as f64 / secs
@@ -331,7 +362,14 @@ async fn kafka_topics(kafka: &Kafka) -> Topics {
     t
 }
 
-fn agent_config(dir: &Path, mode: &str, port: u16, client_id: &str, kafka: &Kafka, t: &Topics) -> String {
+fn agent_config(
+    dir: &Path,
+    mode: &str,
+    port: u16,
+    client_id: &str,
+    kafka: &Kafka,
+    t: &Topics,
+) -> String {
     format!(
         r#"
 gateway_id = "gw-bench"
@@ -366,8 +404,17 @@ listen = "127.0.0.1:0"
     )
 }
 
-async fn spawn_agent(name: &str, mode: &str, port: u16, client_id: &str, kafka: &Kafka, t: &Topics) -> (EdgeAgent, String) {
-    let b = EdgeAgent::builder().name(name).env("RUST_LOG", "warn,edgeflow_edge=info");
+async fn spawn_agent(
+    name: &str,
+    mode: &str,
+    port: u16,
+    client_id: &str,
+    kafka: &Kafka,
+    t: &Topics,
+) -> (EdgeAgent, String) {
+    let b = EdgeAgent::builder()
+        .name(name)
+        .env("RUST_LOG", "warn,edgeflow_edge=info");
     let cfg = agent_config(b.workdir(), mode, port, client_id, kafka, t);
     let mut agent = b.config(cfg).spawn();
     let line = agent
@@ -383,7 +430,9 @@ async fn spawn_agent(name: &str, mode: &str, port: u16, client_id: &str, kafka: 
 }
 
 async fn scrape(addr: &str) -> String {
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("metrics port");
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("metrics port");
     s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();
@@ -410,7 +459,12 @@ const STORE_BYTES: &str = "edgeflow_edge_store_bytes";
 /// when the agent logged its metrics address (it connects to MQTT right after), so the
 /// MQTT connect is inside the timed span, as for the bare subscriber. With a small N
 /// (smoke) this is dominated by start-up and the last Kafka round trip.
-async fn agent_drain(addr: &str, t0: Instant, n: u64, done: impl Fn(&str) -> bool) -> Result<f64, String> {
+async fn agent_drain(
+    addr: &str,
+    t0: Instant,
+    n: u64,
+    done: impl Fn(&str) -> bool,
+) -> Result<f64, String> {
     let mut last = (0u64, Instant::now());
     loop {
         let m = scrape(addr).await;
@@ -450,17 +504,36 @@ fn ratio(r: &Result<f64, String>, bare: f64) -> String {
     }
 }
 
-async fn drain_agent_case(kafka: &Kafka, mode: &str, max_inflight: u32, n: u64) -> Result<f64, String> {
+async fn drain_agent_case(
+    kafka: &Kafka,
+    mode: &str,
+    max_inflight: u32,
+    n: u64,
+) -> Result<f64, String> {
     let mqtt = NativeMosquitto::start(max_inflight).await;
     let t = kafka_topics(kafka).await;
     let client_id = unique_topic("edge-drain");
     preload(mqtt.port, &client_id, n).await;
-    let (agent, addr) = spawn_agent(&format!("edge-{mode}"), mode, mqtt.port, &client_id, kafka, &t).await;
+    let (agent, addr) = spawn_agent(
+        &format!("edge-{mode}"),
+        mode,
+        mqtt.port,
+        &client_id,
+        kafka,
+        &t,
+    )
+    .await;
     let t0 = Instant::now();
     let rate = if mode == "passthrough" {
-        agent_drain(&addr, t0, n, |m| metric(m, READINGS_IN) >= n && metric(m, DELIVERED) >= n).await
+        agent_drain(&addr, t0, n, |m| {
+            metric(m, READINGS_IN) >= n && metric(m, DELIVERED) >= n
+        })
+        .await
     } else {
-        agent_drain(&addr, t0, n, |m| metric(m, READINGS_IN) >= n && metric(m, PENDING) == 0).await
+        agent_drain(&addr, t0, n, |m| {
+            metric(m, READINGS_IN) >= n && metric(m, PENDING) == 0
+        })
+        .await
     };
     drop(agent);
     rate
@@ -486,12 +559,24 @@ struct RssResult {
 }
 
 async fn rss_case(kafka: &Kafka, s: &Sizes) -> RssResult {
-    let mqtt = NativeMosquitto::start(0).await;
+    let mqtt = NativeMosquitto::start(1000).await;
     let t = kafka_topics(kafka).await;
-    let (agent, addr) = spawn_agent("edge-rss", "aggregate", mqtt.port, &unique_topic("edge-rss"), kafka, &t).await;
-    wait_until("agent connected to MQTT", Duration::from_secs(30), || async {
-        (metric(&scrape(&addr).await, "edgeflow_edge_mqtt_connected") == 1).then_some(())
-    })
+    let (agent, addr) = spawn_agent(
+        "edge-rss",
+        "aggregate",
+        mqtt.port,
+        &unique_topic("edge-rss"),
+        kafka,
+        &t,
+    )
+    .await;
+    wait_until(
+        "agent connected to MQTT",
+        Duration::from_secs(30),
+        || async {
+            (metric(&scrape(&addr).await, "edgeflow_edge_mqtt_connected") == 1).then_some(())
+        },
+    )
     .await;
     // The subscription is sent after CONNACK: wait until a probe reading arrives.
     let mut p = Publisher::connect(mqtt.port).await;
@@ -500,7 +585,12 @@ async fn rss_case(kafka: &Kafka, s: &Sizes) -> RssResult {
         let client = p.client.clone();
         async move {
             client
-                .publish("sensors/site-0/probe/telemetry", QoS::AtLeastOnce, false, telemetry_payload(0))
+                .publish(
+                    "sensors/site-0/probe/telemetry",
+                    QoS::AtLeastOnce,
+                    false,
+                    telemetry_payload(0),
+                )
                 .await
                 .unwrap();
             (metric(&scrape(&addr).await, READINGS_IN) > 0).then_some(())
@@ -517,15 +607,18 @@ async fn rss_case(kafka: &Kafka, s: &Sizes) -> RssResult {
     while i < total {
         tick.tick().await;
         for _ in 0..per_tick {
-            p.publish(telemetry_topic(i, s.rss_sensors), telemetry_payload(i)).await;
+            p.publish(telemetry_topic(i, s.rss_sensors), telemetry_payload(i))
+                .await;
             i += 1;
         }
     }
     let achieved_rate = total as f64 / t0.elapsed().as_secs_f64();
     p.wait_all_acked().await;
-    wait_until("agent took every reading", Duration::from_secs(120), || async {
-        (metric(&scrape(&addr).await, READINGS_IN) >= before + total).then_some(())
-    })
+    wait_until(
+        "agent took every reading",
+        Duration::from_secs(120),
+        || async { (metric(&scrape(&addr).await, READINGS_IN) >= before + total).then_some(()) },
+    )
     .await;
     let m = scrape(&addr).await;
     let pid = agent.pid().unwrap();
@@ -555,7 +648,9 @@ fn stripped_size(bin: &Path) -> u64 {
 }
 
 fn dir_bytes(dir: &Path) -> u64 {
-    let Ok(rd) = std::fs::read_dir(dir) else { return 0 };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return 0;
+    };
     rd.filter_map(|e| e.ok())
         .map(|e| {
             let p = e.path();
@@ -574,7 +669,11 @@ const BACKLOG_FIELDS: usize = 10;
 fn backlog_payload(i: u64) -> Vec<u8> {
     let mut s = format!(r#"{{"ts":{}"#, now_ms());
     for f in 0..BACKLOG_FIELDS {
-        s.push_str(&format!(r#","field_{f:02}_measurement":{}.{:03}"#, 100 + f, i % 1000));
+        s.push_str(&format!(
+            r#","field_{f:02}_measurement":{}.{:03}"#,
+            100 + f,
+            i % 1000
+        ));
     }
     s.push('}');
     s.into_bytes()
@@ -590,9 +689,17 @@ struct BacklogResult {
 }
 
 async fn backlog_case(kafka: &Kafka, target_mb: u64) -> BacklogResult {
-    let mqtt = NativeMosquitto::start(0).await;
+    let mqtt = NativeMosquitto::start(1000).await;
     let t = kafka_topics(kafka).await;
-    let (agent, addr) = spawn_agent("edge-backlog", "passthrough", mqtt.port, &unique_topic("edge-backlog"), kafka, &t).await;
+    let (agent, addr) = spawn_agent(
+        "edge-backlog",
+        "passthrough",
+        mqtt.port,
+        &unique_topic("edge-backlog"),
+        kafka,
+        &t,
+    )
+    .await;
     let fwd_dir = agent.workdir().join("data").join("forward");
     let mut p = Publisher::connect(mqtt.port).await;
     // Warm-up: one record all the way to Kafka (producer metadata loaded).
@@ -601,7 +708,12 @@ async fn backlog_case(kafka: &Kafka, target_mb: u64) -> BacklogResult {
         let client = p.client.clone();
         async move {
             client
-                .publish("sensors/site-0/warmup/telemetry", QoS::AtLeastOnce, false, telemetry_payload(0))
+                .publish(
+                    "sensors/site-0/warmup/telemetry",
+                    QoS::AtLeastOnce,
+                    false,
+                    telemetry_payload(0),
+                )
                 .await
                 .unwrap();
             (metric(&scrape(&addr).await, DELIVERED) > 0).then_some(())
@@ -621,7 +733,11 @@ async fn backlog_case(kafka: &Kafka, target_mb: u64) -> BacklogResult {
     let sensor_pad = "x".repeat(48);
     loop {
         for _ in 0..2_000 {
-            let topic = format!("sensors/site-{}/sensor-{sensor_pad}-{:05}/telemetry", i % 8, i % 10_000);
+            let topic = format!(
+                "sensors/site-{}/sensor-{sensor_pad}-{:05}/telemetry",
+                i % 8,
+                i % 10_000
+            );
             p.publish(topic, backlog_payload(i)).await;
             i += 1;
         }
@@ -629,13 +745,17 @@ async fn backlog_case(kafka: &Kafka, target_mb: u64) -> BacklogResult {
         let sent_readings = i * BACKLOG_FIELDS as u64;
         // Wait for the agent to have taken what was published, then look at the log size.
         let addr2 = addr.clone();
-        wait_until("agent took the published chunk", Duration::from_secs(120), move || {
-            let addr = addr2.clone();
-            async move {
-                let m = scrape(&addr).await;
-                (metric(&m, READINGS_IN) >= sent_readings).then_some(())
-            }
-        })
+        wait_until(
+            "agent took the published chunk",
+            Duration::from_secs(120),
+            move || {
+                let addr = addr2.clone();
+                async move {
+                    let m = scrape(&addr).await;
+                    (metric(&m, READINGS_IN) >= sent_readings).then_some(())
+                }
+            },
+        )
         .await;
         if dir_bytes(&fwd_dir) >= target {
             break;
@@ -659,7 +779,10 @@ async fn backlog_case(kafka: &Kafka, target_mb: u64) -> BacklogResult {
         if secs_delivered.is_some() && metric(&m, PENDING) == 0 {
             break t0.elapsed().as_secs_f64();
         }
-        assert!(Instant::now() < deadline, "backlog did not drain; metrics:\n{m}");
+        assert!(
+            Instant::now() < deadline,
+            "backlog did not drain; metrics:\n{m}"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
     p.close().await;
@@ -684,7 +807,7 @@ async fn run(s: Sizes, bin: Option<PathBuf>) {
     // 1. Drain rates.
     let n = s.drain_n;
     let bare = {
-        let mqtt = NativeMosquitto::start(0).await;
+        let mqtt = NativeMosquitto::start(1000).await;
         let id = unique_topic("bare");
         let pub_rate = preload(mqtt.port, &id, n).await;
         eprintln!("preloaded {n} messages at {pub_rate:.0} msg/s");
@@ -722,7 +845,10 @@ async fn run(s: Sizes, bin: Option<PathBuf>) {
         ("3 stripped binary".into(), format!("{:.2} MB", stripped as f64 / 1e6), format!("{stripped} bytes; unstripped {raw_size} ({})", bin.display())),
         ("4 backlog drain".into(), format!("{mbps:.1} MB/s"), format!("{mb:.0} MB on disk (metric {:.0} MB), {} records in {:.2} s = {:.0} rec/s; pending==0 after {:.2} s; filled in {:.1} s (target >= 50 MB/s)", bl.store_bytes_metric as f64 / 1e6, bl.records, bl.secs_delivered, bl.records as f64 / bl.secs_delivered, bl.secs_pending_zero, bl.fill_secs)),
     ];
-    println!("\nagent_throughput ({mode}; native mosquitto, Kafka {:?} in Docker)", std::env::var("EDGEFLOW_KAFKA_FLAVOR").unwrap_or_else(|_| "apache".into()));
+    println!(
+        "\nagent_throughput ({mode}; native mosquitto, Kafka {:?} in Docker)",
+        std::env::var("EDGEFLOW_KAFKA_FLAVOR").unwrap_or_else(|_| "apache".into())
+    );
     println!("{:<40} {:>14}  {}", "measurement", "value", "notes");
     for (a, b, c) in &rows {
         println!("{a:<40} {b:>14}  {c}");
@@ -767,6 +893,9 @@ fn common_edge_binary() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| {
             let exe = std::env::current_exe().unwrap();
-            exe.parent().and_then(Path::parent).unwrap().join("edgeflow-edge")
+            exe.parent()
+                .and_then(Path::parent)
+                .unwrap()
+                .join("edgeflow-edge")
         })
 }

@@ -292,7 +292,7 @@ impl Pipeline {
 
     async fn run(
         &mut self,
-        mut rx: mpsc::Receiver<Message>,
+        mut rx: mpsc::UnboundedReceiver<Message>,
         acker: &Acker,
         data_ready: &Notify,
     ) -> Result<()> {

@@ -8,9 +8,11 @@
 //! Broker settings the agent needs: acknowledgements wait for a group commit (a few ms),
 //! so the number of unacknowledged QoS 1/2 messages the broker allows per client bounds
 //! throughput to roughly `window / commit latency`. Mosquitto's `max_inflight_messages`
-//! defaults to 20; set it to 0 (unlimited) or to at least `mqtt.receive_maximum`, and
+//! defaults to 20; set it to about `mqtt.receive_maximum` (1000), and
 //! raise `max_queued_messages` so a persistent session can buffer an agent restart. MQTT 5
-//! clients announce `mqtt.receive_maximum` themselves.
+//! clients announce `mqtt.receive_maximum` themselves. The window is also what bounds the
+//! agent's memory for messages received and not yet taken by the pipeline, so keep it
+//! finite (Mosquitto: `max_inflight_messages 1000`, not 0).
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -107,9 +109,17 @@ pub fn start(
     cfg: &EdgeConfig,
     metrics: Arc<Metrics>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
-) -> Result<(Acker, mpsc::Receiver<Message>, tokio::task::JoinHandle<()>)> {
+) -> Result<(
+    Acker,
+    mpsc::UnboundedReceiver<Message>,
+    tokio::task::JoinHandle<()>,
+)> {
     let m = &cfg.mqtt;
-    let (tx, rx) = mpsc::channel::<Message>(4096);
+    // Unbounded on purpose: the event loop must never stop polling while the pipeline waits
+    // to send acknowledgements through it (that would deadlock). The broker's in-flight
+    // window bounds what can be waiting here: QoS 1/2 messages are only acknowledged after
+    // the pipeline has taken them.
+    let (tx, rx) = mpsc::unbounded_channel::<Message>();
     let subs: Vec<(String, u8)> = m
         .subscriptions
         .iter()
@@ -152,7 +162,7 @@ pub fn start(
                                 payload: p.payload.clone(),
                                 ack,
                             };
-                            if tx.send(msg).await.is_err() {
+                            if tx.send(msg).is_err() {
                                 break;
                             }
                         }
@@ -229,7 +239,7 @@ pub fn start(
                                 payload: p.payload.clone(),
                                 ack,
                             };
-                            if tx.send(msg).await.is_err() {
+                            if tx.send(msg).is_err() {
                                 break;
                             }
                         }
