@@ -208,9 +208,8 @@ async fn create_session(port: u16, client_id: &str) {
     let (client, mut ev) = AsyncClient::new(o, 10);
     client.subscribe(FILTER, QoS::AtLeastOnce).await.unwrap();
     loop {
-        match ev.poll().await.expect("session setup") {
-            Event::Incoming(Packet::SubAck(_)) => break,
-            _ => {}
+        if let Event::Incoming(Packet::SubAck(_)) = ev.poll().await.expect("session setup") {
+            break;
         }
     }
     client.disconnect().await.unwrap();
@@ -849,7 +848,7 @@ async fn run(s: Sizes, bin: Option<PathBuf>) {
         "\nagent_throughput ({mode}; native mosquitto, Kafka {:?} in Docker)",
         std::env::var("EDGEFLOW_KAFKA_FLAVOR").unwrap_or_else(|_| "apache".into())
     );
-    println!("{:<40} {:>14}  {}", "measurement", "value", "notes");
+    println!("{:<40} {:>14}  notes", "measurement", "value");
     for (a, b, c) in &rows {
         println!("{a:<40} {b:>14}  {c}");
     }
