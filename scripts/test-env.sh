@@ -68,8 +68,10 @@ _edgeflow_test_env() (
     # ---------------------------------------------------------------- docker
     command -v docker >/dev/null ||
         die "the docker CLI is not installed. Install Docker (e.g. apt-get install docker.io) and start the daemon."
-    docker info >/dev/null 2>&1 ||
-        die "the Docker daemon is not reachable ($(docker info 2>&1 | grep -m1 -i error || true)). Start it (e.g. 'systemctl start docker' or 'dockerd &') and check that $(id -un) may use /var/run/docker.sock."
+    local info
+    info="$(docker info 2>&1)" ||
+        die "the Docker daemon is not reachable: $(printf '%s\n' "$info" | grep -iE 'cannot|error|denied' | head -n 1)
+  Start it (e.g. 'systemctl start docker' or 'dockerd &') and check DOCKER_HOST and that $(id -un) may use /var/run/docker.sock."
 
     # ---------------------------------------------------------------- apt
     local missing=() pkg
