@@ -573,9 +573,7 @@ impl Pipeline {
             self.forward_must_sync = false;
         }
         if !self.pending_acks.is_empty() {
-            for t in self.pending_acks.drain(..) {
-                acker.ack(&t).await;
-            }
+            acker.ack_all(std::mem::take(&mut self.pending_acks)).await;
             self.metrics.group_commits.fetch_add(1, Relaxed);
         }
         if self.forward_dirty {

@@ -1,4 +1,5 @@
-//! The MQTT source: a thin shell over rumqttc (MQTT 3.1.1 and 5).
+//! The MQTT source: MQTT 3.1.1 through the agent's own session loop on rumqttc's packet
+//! codec ([`v311`], which batches acknowledgements), MQTT 5 through rumqttc's event loop.
 //!
 //! Acknowledgements are manual: a QoS 1/2 message is handed to the pipeline with an
 //! [`AckToken`], and the pipeline acknowledges it only after the message's effect is on
@@ -25,11 +26,19 @@ use crate::config::{EdgeConfig, MqttProtocol};
 use crate::metrics::Metrics;
 use crate::{Error, Result};
 
+mod v311;
+
 /// What the pipeline needs to acknowledge a message later.
 #[derive(Debug)]
 pub enum AckToken {
-    V4(rumqttc::Publish),
-    V5(rumqttc::v5::mqttbytes::v5::Publish),
+    /// MQTT 3.1.1: the packet id on the connection (numbered by the session loop) it
+    /// arrived on; `qos2` answers with PUBREC instead of PUBACK.
+    V311 {
+        pkid: u16,
+        qos2: bool,
+        connection: u64,
+    },
+    V5(Box<rumqttc::v5::mqttbytes::v5::Publish>),
 }
 
 /// One received MQTT message.
@@ -44,36 +53,36 @@ pub struct Message {
 /// Sends acknowledgements to the broker.
 #[derive(Clone)]
 pub enum Acker {
-    V4(rumqttc::AsyncClient),
+    V311(mpsc::UnboundedSender<Vec<AckToken>>),
     V5(rumqttc::v5::AsyncClient),
 }
 
 impl Acker {
-    pub async fn ack(&self, token: &AckToken) {
-        let r = match (self, token) {
-            (Acker::V4(c), AckToken::V4(p)) => c.ack(p).await.map_err(|e| e.to_string()),
-            (Acker::V5(c), AckToken::V5(p)) => c.ack(p).await.map_err(|e| e.to_string()),
-            _ => Err("protocol mismatch".to_string()),
-        };
-        if let Err(e) = r {
-            // The event loop is gone (shutdown); the broker will redeliver.
-            tracing::debug!(error = %e, "could not send MQTT acknowledgement");
+    /// Acknowledges a group commit's messages, in the order they arrived.
+    pub async fn ack_all(&self, tokens: Vec<AckToken>) {
+        match self {
+            Acker::V311(tx) => {
+                // Fails only when the session loop is gone (shutdown); the broker will
+                // redeliver.
+                let _ = tx.send(tokens);
+            }
+            Acker::V5(c) => {
+                for t in tokens {
+                    if let AckToken::V5(p) = t {
+                        if let Err(e) = c.ack(&p).await {
+                            tracing::debug!(error = %e, "could not send MQTT acknowledgement");
+                            return;
+                        }
+                    }
+                }
+            }
         }
     }
 
     pub async fn disconnect(&self) {
-        let _ = match self {
-            Acker::V4(c) => c.disconnect().await.map_err(|e| e.to_string()),
-            Acker::V5(c) => c.disconnect().await.map_err(|e| e.to_string()),
-        };
-    }
-}
-
-fn qos4(q: u8) -> rumqttc::QoS {
-    match q {
-        0 => rumqttc::QoS::AtMostOnce,
-        1 => rumqttc::QoS::AtLeastOnce,
-        _ => rumqttc::QoS::ExactlyOnce,
+        if let Acker::V5(c) = self {
+            let _ = c.disconnect().await;
+        }
     }
 }
 
@@ -85,7 +94,10 @@ fn qos5(q: u8) -> rumqttc::v5::mqttbytes::QoS {
     }
 }
 
-fn tls_transport(cfg: &EdgeConfig) -> Result<Option<rumqttc::TlsConfiguration>> {
+/// PEM bytes: the CA file, and the client certificate and key for mutual TLS.
+type TlsFiles = (Vec<u8>, Option<(Vec<u8>, Vec<u8>)>);
+
+fn read_tls_files(cfg: &EdgeConfig) -> Result<Option<TlsFiles>> {
     let Some(tls) = &cfg.mqtt.tls else {
         return Ok(None);
     };
@@ -96,11 +108,7 @@ fn tls_transport(cfg: &EdgeConfig) -> Result<Option<rumqttc::TlsConfiguration>> 
         (Some(c), Some(k)) => Some((read(c)?, read(k)?)),
         _ => None,
     };
-    Ok(Some(rumqttc::TlsConfiguration::Simple {
-        ca,
-        alpn: None,
-        client_auth,
-    }))
+    Ok(Some((ca, client_auth)))
 }
 
 /// Starts the MQTT event loop; messages arrive on the returned channel.
@@ -127,80 +135,39 @@ pub fn start(
         .collect();
     let backoff_min = m.reconnect_min.0;
     let backoff_max = m.reconnect_max.0;
-    let tls = tls_transport(cfg)?;
     let max_packet = (m.max_payload.0 as usize).saturating_add(64 * 1024);
     let client_id = cfg.client_id();
     match m.protocol {
         MqttProtocol::V311 => {
-            let mut o = rumqttc::MqttOptions::new(client_id, m.host.clone(), m.port);
-            o.set_keep_alive(m.keep_alive.0)
-                .set_clean_session(!m.persistent_session)
-                .set_manual_acks(true)
-                .set_max_packet_size(max_packet, 64 * 1024)
-                .set_inflight(100);
-            if let (Some(u), p) = (&m.username, &m.password) {
-                o.set_credentials(u.clone(), p.clone().unwrap_or_default());
-            }
-            if let Some(t) = tls {
-                o.set_transport(rumqttc::Transport::Tls(t));
-            }
-            let (client, mut ev) = rumqttc::AsyncClient::new(o, 4096);
-            let sub_client = client.clone();
-            let handle = tokio::spawn(async move {
-                let mut backoff = backoff_min;
-                loop {
-                    let polled = tokio::select! {
-                        p = ev.poll() => p,
-                        _ = shutdown.changed() => break,
-                    };
-                    match polled {
-                        Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
-                            let ack = (p.qos != rumqttc::QoS::AtMostOnce)
-                                .then(|| AckToken::V4(p.clone()));
-                            let msg = Message {
-                                topic: p.topic.clone().into(),
-                                payload: p.payload.clone(),
-                                ack,
-                            };
-                            if tx.send(msg).is_err() {
-                                break;
-                            }
-                        }
-                        Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(ack))) => {
-                            backoff = backoff_min;
-                            metrics.mqtt_connected.store(true, Relaxed);
-                            metrics.mqtt_connects.fetch_add(1, Relaxed);
-                            tracing::info!(
-                                session_present = ack.session_present,
-                                "connected to MQTT broker"
-                            );
-                            let c = sub_client.clone();
-                            let subs = subs.clone();
-                            tokio::spawn(async move {
-                                let topics = subs
-                                    .into_iter()
-                                    .map(|(f, q)| rumqttc::SubscribeFilter::new(f, qos4(q)));
-                                if let Err(e) = c.subscribe_many(topics).await {
-                                    tracing::warn!(error = %e, "MQTT subscribe failed");
-                                }
-                            });
-                        }
-                        Ok(_) => {}
-                        Err(e) => {
-                            metrics.mqtt_connected.store(false, Relaxed);
-                            metrics.mqtt_connection_errors.fetch_add(1, Relaxed);
-                            tracing::warn!(error = %e, retry_in = ?backoff, "MQTT connection lost");
-                            tokio::select! {
-                                _ = tokio::time::sleep(backoff) => {}
-                                _ = shutdown.changed() => break,
-                            }
-                            backoff = (backoff * 2).min(backoff_max);
-                        }
-                    }
-                }
-                metrics.mqtt_connected.store(false, Relaxed);
-            });
-            Ok((Acker::V4(client), rx, handle))
+            let tls = match read_tls_files(cfg)? {
+                None => None,
+                Some((ca, auth)) => Some(
+                    v311::tls_config(
+                        &ca,
+                        auth.as_ref().map(|(c, k)| (c.as_slice(), k.as_slice())),
+                    )
+                    .map_err(Error::Config)?,
+                ),
+            };
+            let opts = v311::Options {
+                host: m.host.clone(),
+                port: m.port,
+                client_id,
+                keep_alive: m.keep_alive.0,
+                clean_session: !m.persistent_session,
+                login: m
+                    .username
+                    .clone()
+                    .map(|u| (u, m.password.clone().unwrap_or_default())),
+                tls,
+                max_incoming: max_packet,
+                subscriptions: subs,
+                reconnect_min: backoff_min,
+                reconnect_max: backoff_max,
+            };
+            let (ack_tx, ack_rx) = mpsc::unbounded_channel();
+            let handle = tokio::spawn(v311::run(opts, tx, ack_rx, metrics, shutdown));
+            Ok((Acker::V311(ack_tx), rx, handle))
         }
         MqttProtocol::V5 => {
             use rumqttc::v5::mqttbytes::v5::Packet;
@@ -218,8 +185,12 @@ pub fn start(
             if let (Some(u), p) = (&m.username, &m.password) {
                 o.set_credentials(u.clone(), p.clone().unwrap_or_default());
             }
-            if let Some(t) = tls {
-                o.set_transport(rumqttc::Transport::Tls(t));
+            if let Some((ca, client_auth)) = read_tls_files(cfg)? {
+                o.set_transport(rumqttc::Transport::Tls(rumqttc::TlsConfiguration::Simple {
+                    ca,
+                    alpn: None,
+                    client_auth,
+                }));
             }
             let (client, mut ev) = rumqttc::v5::AsyncClient::new(o, 4096);
             let sub_client = client.clone();
@@ -233,7 +204,7 @@ pub fn start(
                     match polled {
                         Ok(rumqttc::v5::Event::Incoming(Packet::Publish(p))) => {
                             let ack = (p.qos != rumqttc::v5::mqttbytes::QoS::AtMostOnce)
-                                .then(|| AckToken::V5(p.clone()));
+                                .then(|| AckToken::V5(Box::new(p.clone())));
                             let msg = Message {
                                 topic: p.topic.clone(),
                                 payload: p.payload.clone(),
