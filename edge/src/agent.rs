@@ -49,11 +49,19 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-#[derive(Serialize, Deserialize)]
+/// The window snapshot file, as read back.
+#[derive(Deserialize)]
 struct SnapshotFile {
     /// Journal entries before this sequence are reflected in `state`.
     journal_next: u64,
     state: Snapshot,
+}
+
+/// The window snapshot file, as written: streamed from the live state, no copy.
+#[derive(Serialize)]
+struct SnapshotFileRef<'a> {
+    journal_next: u64,
+    state: crate::window::SnapshotView<'a>,
 }
 
 /// Runs the agent until `shutdown` becomes true.
@@ -591,15 +599,13 @@ impl Pipeline {
         // The aggregates the snapshot no longer covers must be durable first.
         tokio::task::block_in_place(|| lock(&self.forward).sync())?;
         journal.sync()?;
-        let file = SnapshotFile {
+        let file = SnapshotFileRef {
             journal_next: self.journal_next,
-            state: self.agg.snapshot(),
+            state: self.agg.snapshot_view(),
         };
-        let bytes = serde_json::to_vec(&file).map_err(|e| Error::Corrupt {
-            path: self.snapshot_path.clone(),
-            reason: format!("cannot encode snapshot: {e}"),
+        write_atomically(&self.snapshot_path, |w| {
+            serde_json::to_writer(w, &file).map_err(std::io::Error::other)
         })?;
-        write_atomically(&self.snapshot_path, &bytes)?;
         if self.journal_next > 0 {
             journal.ack_through(self.journal_next - 1);
         }
@@ -649,14 +655,22 @@ async fn append_forward(
     }
 }
 
-/// Writes `bytes` to `path` via a temporary file, fsync and rename, then fsyncs the directory.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+/// Writes a file through `write` into a temporary file, fsyncs and renames it over `path`,
+/// then fsyncs the directory: readers see the old or the new file, never a torn one.
+pub fn write_atomically(
+    path: &Path,
+    write: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
+) -> Result<()> {
     use std::io::Write;
     let tmp = path.with_extension("tmp");
-    let mut f =
-        std::fs::File::create(&tmp).map_err(|e| Error::io("creating a snapshot", &tmp, e))?;
-    f.write_all(bytes)
+    let f = std::fs::File::create(&tmp).map_err(|e| Error::io("creating a snapshot", &tmp, e))?;
+    let mut w = std::io::BufWriter::with_capacity(64 << 10, f);
+    write(&mut w).map_err(|e| Error::io("writing a snapshot", &tmp, e))?;
+    w.flush()
         .map_err(|e| Error::io("writing a snapshot", &tmp, e))?;
+    let f = w
+        .into_inner()
+        .map_err(|e| Error::io("writing a snapshot", &tmp, e.into_error()))?;
     f.sync_data()
         .map_err(|e| Error::io("syncing a snapshot", &tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| Error::io("renaming a snapshot", path, e))?;

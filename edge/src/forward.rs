@@ -20,7 +20,7 @@ use crate::record::{decode_out, TopicKind};
 use crate::Result;
 
 /// Most records handed to the producer and not yet acknowledged.
-const MAX_IN_FLIGHT: usize = 50_000;
+const MAX_IN_FLIGHT: usize = 4096;
 
 /// Builds the idempotent producer from the `[kafka]` config.
 pub fn producer(cfg: &KafkaConfig) -> Result<FutureProducer> {

@@ -147,6 +147,27 @@ struct SensorState {
     fields: Vec<FieldState>,
 }
 
+/// A bounded cache of shared names: site and field names repeat across sensors.
+#[derive(Clone, Debug, Default)]
+struct Interner(std::collections::HashSet<Arc<str>>);
+
+impl Interner {
+    /// Beyond this many names the cache is cleared (names then simply stop being shared).
+    const MAX: usize = 4096;
+
+    fn get(&mut self, name: &str) -> Arc<str> {
+        if let Some(a) = self.0.get(name) {
+            return a.clone();
+        }
+        if self.0.len() >= Self::MAX {
+            self.0.clear();
+        }
+        let a: Arc<str> = Arc::from(name);
+        self.0.insert(a.clone());
+        a
+    }
+}
+
 /// Counters kept by the aggregator.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AggStats {
@@ -161,7 +182,10 @@ pub struct AggStats {
 #[derive(Clone, Debug)]
 pub struct Aggregator {
     spec: WindowSpec,
-    sensors: HashMap<Box<str>, SensorState>,
+    /// Keyed by the same `Arc` the state's aggregates carry.
+    sensors: HashMap<Arc<str>, SensorState>,
+    /// Shared site and field names (few distinct values across many sensors).
+    names: Interner,
     stats: AggStats,
 }
 
@@ -183,6 +207,7 @@ impl Aggregator {
         Aggregator {
             spec,
             sensors: HashMap::new(),
+            names: Interner::default(),
             stats: AggStats::default(),
         }
     }
@@ -217,27 +242,31 @@ impl Aggregator {
         self.stats.readings += 1;
         let initial_closed =
             spec.boundary_at_or_before(r.arrival_ms.saturating_sub(spec.lateness_ms));
+        let names = &mut self.names;
         let state = match self.sensors.get_mut(r.sensor) {
             Some(s) => s,
-            None => self
-                .sensors
-                .entry(Box::from(r.sensor))
-                .or_insert_with(|| SensorState {
-                    sensor: Arc::from(r.sensor),
-                    site: r.site.map(Arc::from),
-                    last_arrival: r.arrival_ms,
-                    fields: Vec::new(),
-                }),
+            None => {
+                let sensor: Arc<str> = Arc::from(r.sensor);
+                self.sensors
+                    .entry(sensor.clone())
+                    .or_insert_with(|| SensorState {
+                        sensor,
+                        site: r.site.map(|x| names.get(x)),
+                        last_arrival: r.arrival_ms,
+                        // Most sensors report one field: no spare capacity.
+                        fields: Vec::with_capacity(1),
+                    })
+            }
         };
         state.last_arrival = state.last_arrival.max(r.arrival_ms);
         let idx = match state.fields.iter().position(|f| &*f.field == r.field) {
             Some(i) => i,
             None => {
                 state.fields.push(FieldState {
-                    field: Arc::from(r.field),
+                    field: names.get(r.field),
                     max_ts: i64::MIN,
                     closed_through: initial_closed,
-                    windows: Vec::new(),
+                    windows: Vec::with_capacity(1),
                 });
                 state.fields.len() - 1
             }
@@ -309,6 +338,11 @@ impl Aggregator {
         }
     }
 
+    /// The state as a serializable view, for writing a snapshot without copying it.
+    pub fn snapshot_view(&self) -> SnapshotView<'_> {
+        SnapshotView(self)
+    }
+
     /// A serializable copy of the whole state.
     pub fn snapshot(&self) -> Snapshot {
         let mut sensors: Vec<SensorSnapshot> = self
@@ -345,13 +379,13 @@ impl Aggregator {
         for s in snap.sensors {
             let state = SensorState {
                 sensor: Arc::from(s.sensor.as_str()),
-                site: s.site.as_deref().map(Arc::from),
+                site: s.site.as_deref().map(|x| agg.names.get(x)),
                 last_arrival: s.last_arrival,
                 fields: s
                     .fields
                     .into_iter()
                     .map(|f| FieldState {
-                        field: Arc::from(f.field.as_str()),
+                        field: agg.names.get(&f.field),
                         max_ts: f.max_ts,
                         closed_through: f.closed_through,
                         windows: f.windows,
@@ -373,7 +407,7 @@ impl Aggregator {
                 }
                 continue;
             }
-            agg.sensors.insert(Box::from(s.sensor.as_str()), state);
+            agg.sensors.insert(state.sensor.clone(), state);
         }
         agg
     }
@@ -426,6 +460,63 @@ fn to_aggregate(
         last_ts: w.last_ts,
         last: w.last,
     }
+}
+
+/// A borrowed, serializable view of the aggregator's state: the same JSON shape as
+/// [`Snapshot`], written without copying the state first (see
+/// [`Aggregator::snapshot_view`]).
+pub struct SnapshotView<'a>(&'a Aggregator);
+
+impl Serialize for SnapshotView<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("Snapshot", 2)?;
+        st.serialize_field("size_ms", &self.0.spec.size_ms)?;
+        st.serialize_field("sensors", &SensorsView(&self.0.sensors))?;
+        st.end()
+    }
+}
+
+struct SensorsView<'a>(&'a HashMap<Arc<str>, SensorState>);
+
+impl Serialize for SensorsView<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.values().map(|st| SensorRef {
+            sensor: &st.sensor,
+            site: st.site.as_deref(),
+            last_arrival: st.last_arrival,
+            fields: FieldsView(&st.fields),
+        }))
+    }
+}
+
+#[derive(Serialize)]
+struct SensorRef<'a> {
+    sensor: &'a str,
+    site: Option<&'a str>,
+    last_arrival: i64,
+    fields: FieldsView<'a>,
+}
+
+struct FieldsView<'a>(&'a [FieldState]);
+
+impl Serialize for FieldsView<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|f| FieldRef {
+            field: &f.field,
+            max_ts: f.max_ts,
+            closed_through: f.closed_through,
+            windows: &f.windows,
+        }))
+    }
+}
+
+#[derive(Serialize)]
+struct FieldRef<'a> {
+    field: &'a str,
+    max_ts: i64,
+    closed_through: i64,
+    windows: &'a [Acc],
 }
 
 /// Serializable aggregator state.
@@ -642,7 +733,8 @@ mod tests {
             let mut now2 = 100_000;
             let mut out_split = Vec::new();
             run(&mut first, &evs[..cut], &mut now2, &mut out_split);
-            let snap: Snapshot = serde_json::from_str(&serde_json::to_string(&first.snapshot()).unwrap()).unwrap();
+            // Written through the borrowed view, read back as the owned snapshot.
+            let snap: Snapshot = serde_json::from_str(&serde_json::to_string(&first.snapshot_view()).unwrap()).unwrap();
             let mut flushed = Vec::new();
             let mut second = Aggregator::restore(spec, snap, &mut flushed);
             prop_assert!(flushed.is_empty());
