@@ -341,10 +341,21 @@ fn now_ms() -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readings_on_wildcard_topics_arrive_in_kafka_as_correct_aggregates() {
+    wildcard_readings_become_correct_aggregates("3.1.1").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readings_over_mqtt_5_arrive_in_kafka_as_correct_aggregates() {
+    wildcard_readings_become_correct_aggregates("5").await;
+}
+
+async fn wildcard_readings_become_correct_aggregates(protocol: &str) {
     let (mqtt, kafka) = tokio::join!(Mosquitto::start(), Kafka::start_in_memory());
     let t = topics(&kafka, "wild").await;
     let builder = EdgeAgent::builder();
-    let cfg = agent_config(builder.workdir(), &mqtt, &kafka, &t, "", "");
+    let cfg = agent_config(builder.workdir(), &mqtt, &kafka, &t, "", "")
+        .replace("[mqtt]\n", &format!("[mqtt]\nprotocol = \"{protocol}\"\n"));
+    assert!(cfg.contains("protocol = "), "{cfg}");
     let mut agent = builder.config(cfg).spawn();
     let addr = metrics_addr(&mut agent).await;
     agent

@@ -534,6 +534,9 @@ impl Pipeline {
         }
         self.out = out;
         self.out.clear();
+        // A window boundary closes every sensor's window at once; do not keep that burst's
+        // capacity for the quiet seconds in between.
+        self.out.shrink_to(1024);
         self.forward_dirty = true;
         let st = self.agg.stats();
         self.metrics.late_readings.store(st.late, Relaxed);

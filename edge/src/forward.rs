@@ -20,7 +20,7 @@ use crate::record::{decode_out, TopicKind};
 use crate::Result;
 
 /// Most records handed to the producer and not yet acknowledged.
-const MAX_IN_FLIGHT: usize = 4096;
+const MAX_IN_FLIGHT: usize = 16384;
 
 /// Builds the idempotent producer from the `[kafka]` config.
 pub fn producer(cfg: &KafkaConfig) -> Result<FutureProducer> {
@@ -124,7 +124,8 @@ pub async fn run(
         // Hand the producer what the log has, up to the in-flight bound.
         let mut handed = 0;
         if in_flight.len() < MAX_IN_FLIGHT {
-            let batch = match lock(&log).read_unsent(1024, 4 << 20) {
+            let room = MAX_IN_FLIGHT - in_flight.len();
+            let batch = match lock(&log).read_unsent(room, 1 << 20) {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::error!(error = %e, "reading the forward log failed");
