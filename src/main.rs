@@ -121,18 +121,28 @@ async fn simulate(
     opts.set_keep_alive(Duration::from_secs(30))
         .set_inflight(1000);
     let (client, mut ev) = rumqttc::AsyncClient::new(opts, 10_000);
-    let (done_tx, mut done_rx) = tokio::sync::oneshot::channel::<()>();
+    // Counts the broker's acknowledgements (PUBACK for QoS 1, PUBCOMP for QoS 2), so the
+    // command ends only when the broker has every reading.
+    let (acked_tx, mut acked_rx) = tokio::sync::watch::channel(0u64);
     let driver = tokio::spawn(async move {
+        let mut acked = 0u64;
         loop {
-            tokio::select! {
-                r = ev.poll() => if let Err(e) = r {
+            match ev.poll().await {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)))
+                | Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubComp(_))) => {
+                    acked += 1;
+                    let _ = acked_tx.send(acked);
+                }
+                Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::Disconnect)) => break,
+                Ok(_) => {}
+                Err(e) => {
                     eprintln!("simulate: MQTT {host}:{port}: {e}");
                     tokio::time::sleep(Duration::from_secs(1)).await;
-                },
-                _ = &mut done_rx => break,
+                }
             }
         }
     });
+    let needs_ack = qos != rumqttc::QoS::AtMostOnce;
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut values: Vec<f64> = (0..sensors).map(|_| rng.random_range(15.0..25.0)).collect();
     let start = Instant::now();
@@ -162,10 +172,14 @@ async fn simulate(
             );
         }
     }
+    if needs_ack {
+        acked_rx
+            .wait_for(|a| *a >= sent)
+            .await
+            .context("the MQTT connection ended before the broker acknowledged every reading")?;
+    }
     client.disconnect().await.ok();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let _ = done_tx.send(());
-    let _ = driver.await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), driver).await;
     eprintln!("simulate: published {sent} readings");
     Ok(())
 }

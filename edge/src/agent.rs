@@ -106,15 +106,13 @@ pub async fn run(cfg: EdgeConfig, shutdown: watch::Receiver<bool>) -> Result<()>
     let mut pipe = Pipeline::new(&cfg, forward.clone(), metrics.clone(), shutdown.clone())?;
     pipe.recover().await?;
 
-    let producer = crate::forward::producer(&cfg.kafka)?;
+    crate::forward::check_config(&cfg.kafka)?;
     let data_ready = Arc::new(Notify::new());
     let (fwd_stop_tx, fwd_stop_rx) = watch::channel(false);
     let forwarder = tokio::spawn(crate::forward::run(
         forward.clone(),
         data_ready.clone(),
-        producer,
         cfg.kafka.clone(),
-        crate::forward::Topics::from_config(&cfg.kafka),
         metrics.clone(),
         fwd_stop_rx,
         DRAIN_GRACE,

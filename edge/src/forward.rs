@@ -1,16 +1,21 @@
 //! The Kafka forwarder: reads the forward log in order, produces each record, and acks it
 //! in the log once Kafka has acknowledged it (`acks=all`, idempotent producer). A record
 //! leaves the disk only after that acknowledgement, so a Kafka outage just grows the log.
+//!
+//! Deliveries are reported by librdkafka's callback, with the record's log sequence
+//! number as the opaque value: no future, channel or allocation per record. Each producer
+//! has a generation; reports from a replaced producer (purged on drop) are ignored.
 
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::stream::{FuturesUnordered, StreamExt};
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::ClientContext;
 use tokio::sync::{watch, Notify};
 
 use crate::config::{is_secret_property, KafkaConfig};
@@ -19,11 +24,62 @@ use crate::metrics::Metrics;
 use crate::record::{decode_out, TopicKind};
 use crate::Result;
 
-/// Most records handed to the producer and not yet acknowledged.
-const MAX_IN_FLIGHT: usize = 16384;
+/// Most records handed to the producer and not yet acknowledged. Bounds the producer's
+/// memory (a window boundary emits every sensor's aggregate at once) while keeping enough
+/// in flight to fill batches.
+const MAX_IN_FLIGHT: usize = 8192;
 
-/// Builds the idempotent producer from the `[kafka]` config.
-pub fn producer(cfg: &KafkaConfig) -> Result<FutureProducer> {
+/// State shared by the forwarder loop and the producer's delivery callback.
+struct Shared {
+    log: Arc<Mutex<DiskLog>>,
+    metrics: Arc<Metrics>,
+    /// Generation of the producer whose reports count.
+    generation: AtomicU64,
+    in_flight: AtomicUsize,
+    failed: AtomicBool,
+    progress: Notify,
+}
+
+/// The producer's context: routes delivery reports into the log.
+struct Deliveries {
+    generation: u64,
+    shared: Arc<Shared>,
+}
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, seq: usize) {
+        let s = &self.shared;
+        if s.generation.load(SeqCst) != self.generation {
+            return;
+        }
+        s.in_flight.fetch_sub(1, Relaxed);
+        match result {
+            Ok(m) => {
+                lock(&s.log).ack(seq as u64);
+                s.metrics.delivered.fetch_add(1, Relaxed);
+                if let Some(sent) = m.timestamp().to_millis() {
+                    let ms = crate::agent::now_ms().saturating_sub(sent).max(0);
+                    s.metrics.observe_delivery(ms as u64 * 1000);
+                }
+            }
+            Err((e, _)) => {
+                s.metrics.delivery_errors.fetch_add(1, Relaxed);
+                if !s.failed.swap(true, SeqCst) {
+                    tracing::warn!(seq, error = %e, "Kafka rejected a record; resending from the first unacknowledged with a new producer");
+                }
+            }
+        }
+        s.progress.notify_one();
+    }
+}
+
+type DeliveringProducer = ThreadedProducer<Deliveries>;
+
+fn client_config(cfg: &KafkaConfig) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &cfg.brokers)
         .set("enable.idempotence", "true")
@@ -33,11 +89,16 @@ pub fn producer(cfg: &KafkaConfig) -> Result<FutureProducer> {
         .set("linger.ms", "5")
         // Never give up on a record: the disk log holds it until Kafka takes it.
         .set("message.timeout.ms", "0")
-        .set("queue.buffering.max.messages", "100000")
-        .set("queue.buffering.max.kbytes", "262144");
+        .set("queue.buffering.max.messages", "100000");
     for (k, v) in &cfg.properties {
         c.set(k, v);
     }
+    c
+}
+
+/// Checks that the `[kafka]` config makes a producer (bad librdkafka properties fail
+/// here, at start-up, with librdkafka's message).
+pub fn check_config(cfg: &KafkaConfig) -> Result<()> {
     let shown: Vec<String> = cfg
         .properties
         .keys()
@@ -49,8 +110,20 @@ pub fn producer(cfg: &KafkaConfig) -> Result<FutureProducer> {
             }
         })
         .collect();
-    tracing::debug!(brokers = %cfg.brokers, extra = ?shown, "creating Kafka producer");
-    Ok(c.create()?)
+    tracing::debug!(brokers = %cfg.brokers, extra = ?shown, "checking the Kafka producer config");
+    let _: rdkafka::producer::BaseProducer = client_config(cfg).create()?;
+    Ok(())
+}
+
+fn producer(cfg: &KafkaConfig, shared: &Arc<Shared>) -> Result<DeliveringProducer> {
+    let generation = shared.generation.fetch_add(1, SeqCst) + 1;
+    shared.in_flight.store(0, SeqCst);
+    shared.failed.store(false, SeqCst);
+    let ctx = Deliveries {
+        generation,
+        shared: shared.clone(),
+    };
+    Ok(client_config(cfg).create_with_context(ctx)?)
 }
 
 /// The topics records are routed to.
@@ -80,38 +153,29 @@ impl Topics {
 
 /// Runs until `shutdown` is true and (after the grace period) exits; what is not
 /// delivered stays in the log for the next start.
-#[allow(clippy::too_many_arguments)] // the forwarder's collaborators, each used once
 pub async fn run(
     log: Arc<Mutex<DiskLog>>,
     data_ready: Arc<Notify>,
-    mut producer: FutureProducer,
     kafka: KafkaConfig,
-    topics: Topics,
     metrics: Arc<Metrics>,
     mut shutdown: watch::Receiver<bool>,
     drain_grace: Duration,
 ) {
-    let mut in_flight = FuturesUnordered::new();
+    let topics = Topics::from_config(&kafka);
+    let shared = Arc::new(Shared {
+        log: log.clone(),
+        metrics: metrics.clone(),
+        generation: AtomicU64::new(0),
+        in_flight: AtomicUsize::new(0),
+        failed: AtomicBool::new(false),
+        progress: Notify::new(),
+    });
+    let mut producer: Option<DeliveringProducer> = None;
     let mut last_persist = Instant::now();
     let mut error_backoff = Duration::from_millis(100);
+    let mut last_delivered = 0;
     let mut shutdown_at: Option<Instant> = None;
-    let mut failed = false;
     loop {
-        if failed {
-            // A rejected record can leave an idempotent producer's sequence state out of
-            // step with the broker; start over with a fresh producer (new producer id) and
-            // resend everything not acknowledged. Duplicates are dropped downstream by
-            // identity.
-            failed = false;
-            in_flight = FuturesUnordered::new();
-            lock(&log).rewind_unsent();
-            tokio::time::sleep(error_backoff).await;
-            error_backoff = (error_backoff * 2).min(Duration::from_secs(10));
-            match self::producer(&kafka) {
-                Ok(p) => producer = p,
-                Err(e) => tracing::error!(error = %e, "recreating the Kafka producer failed"),
-            }
-        }
         if shutdown_at.is_none() && *shutdown.borrow() {
             shutdown_at = Some(Instant::now());
         }
@@ -121,10 +185,36 @@ pub async fn run(
                 break;
             }
         }
-        // Hand the producer what the log has, up to the in-flight bound.
+        if shared.failed.load(SeqCst) {
+            // A rejected record can leave an idempotent producer's sequence state out of
+            // step with the broker: start over with a fresh producer (new producer id) and
+            // resend everything not acknowledged. Duplicates are dropped downstream.
+            // Reports of the old producer (its purge on drop) no longer count.
+            shared.generation.fetch_add(1, SeqCst);
+            drop(producer.take());
+            lock(&log).rewind_unsent();
+            tokio::time::sleep(error_backoff).await;
+            error_backoff = (error_backoff * 2).min(Duration::from_secs(10));
+        }
+        let p = match &producer {
+            Some(p) => p,
+            None => match self::producer(&kafka, &shared) {
+                Ok(p) => producer.insert(p),
+                Err(e) => {
+                    tracing::error!(error = %e, "creating the Kafka producer failed");
+                    tokio::time::sleep(error_backoff).await;
+                    continue;
+                }
+            },
+        };
+        let mut room = MAX_IN_FLIGHT.saturating_sub(shared.in_flight.load(Relaxed));
+        if room < MAX_IN_FLIGHT / 4 {
+            // Refill in large steps: waking for every single delivery costs more than it
+            // gains.
+            room = 0;
+        }
         let mut handed = 0;
-        if in_flight.len() < MAX_IN_FLIGHT {
-            let room = MAX_IN_FLIGHT - in_flight.len();
+        if room > 0 {
             let batch = match lock(&log).read_unsent(room, 1 << 20) {
                 Ok(b) => b,
                 Err(e) => {
@@ -151,44 +241,43 @@ pub async fn run(
                         value: Some(*v),
                     });
                 }
-                let mut fr = FutureRecord::to(topics.name(rec.topic))
+                let mut br = BaseRecord::with_opaque_to(topics.name(rec.topic), seq as usize)
                     .payload(rec.value)
-                    .headers(headers);
+                    .headers(headers)
+                    .timestamp(crate::agent::now_ms());
                 if !rec.key.is_empty() {
-                    fr = fr.key(rec.key);
+                    br = br.key(rec.key);
                 }
-                let sent_at = Instant::now();
+                shared.in_flight.fetch_add(1, Relaxed);
                 loop {
-                    match producer.send_result(fr) {
-                        Ok(fut) => {
-                            in_flight.push(async move { (seq, sent_at, fut.await) });
-                            break;
-                        }
+                    match p.send(br) {
+                        Ok(()) => break,
                         Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                            fr = back;
+                            br = back;
                             // Let deliveries complete before trying again.
-                            if let Some(done) = in_flight.next().await {
-                                failed |= settle(&log, &metrics, done, &mut error_backoff);
-                            } else {
-                                tokio::time::sleep(Duration::from_millis(5)).await;
+                            tokio::select! {
+                                _ = shared.progress.notified() => {}
+                                _ = tokio::time::sleep(Duration::from_millis(10)) => {}
                             }
                         }
                         Err((e, _)) => {
+                            shared.in_flight.fetch_sub(1, Relaxed);
                             metrics.delivery_errors.fetch_add(1, Relaxed);
                             tracing::warn!(seq, error = %e, "could not enqueue record; will retry");
-                            failed = true;
+                            shared.failed.store(true, SeqCst);
                             break;
                         }
                     }
                 }
+                if shared.failed.load(Relaxed) {
+                    break;
+                }
             }
         }
-        // Collect deliveries without blocking when there is more to send.
-        while let Some(Some(done)) = futures::FutureExt::now_or_never(in_flight.next()) {
-            failed |= settle(&log, &metrics, done, &mut error_backoff);
-        }
-        if failed {
-            continue;
+        let delivered = metrics.delivered.load(Relaxed);
+        if delivered > last_delivered {
+            last_delivered = delivered;
+            error_backoff = Duration::from_millis(100);
         }
         if last_persist.elapsed() >= Duration::from_millis(500) {
             let mut l = lock(&log);
@@ -206,18 +295,21 @@ pub async fn run(
                 .store(st.dropped_records, Relaxed);
             last_persist = Instant::now();
         }
-        if handed == 0 || in_flight.len() >= MAX_IN_FLIGHT {
+        if handed == 0 || room == 0 {
             tokio::select! {
-                Some(done) = in_flight.next(), if !in_flight.is_empty() => {
-                    failed |= settle(&log, &metrics, done, &mut error_backoff);
-                }
-                _ = data_ready.notified(), if in_flight.len() < MAX_IN_FLIGHT => {}
+                _ = shared.progress.notified() => {}
+                _ = data_ready.notified() => {}
                 _ = tokio::time::sleep(Duration::from_millis(100)) => {}
                 _ = shutdown.changed(), if shutdown_at.is_none() => {}
             }
         }
     }
-    let _ = producer.flush(Duration::from_secs(1));
+    if let Some(p) = producer.take() {
+        let _ = p.flush(Duration::from_secs(1));
+        // Later reports (the purge on drop) must not touch the log.
+        shared.generation.fetch_add(1, SeqCst);
+        drop(p);
+    }
     let mut l = lock(&log);
     let _ = l.persist_acks();
     let pending = l.stats().pending_records;
@@ -226,35 +318,6 @@ pub async fn run(
             pending,
             "forwarder stopped; undelivered records stay on disk"
         );
-    }
-}
-
-type Delivery = (
-    u64,
-    Instant,
-    std::result::Result<
-        rdkafka::producer::future_producer::OwnedDeliveryResult,
-        futures::channel::oneshot::Canceled,
-    >,
-);
-
-/// Records a delivery outcome; returns `true` when the producer must be replaced.
-fn settle(log: &Mutex<DiskLog>, metrics: &Metrics, done: Delivery, backoff: &mut Duration) -> bool {
-    let (seq, sent_at, result) = done;
-    match result {
-        Ok(Ok(_)) => {
-            lock(log).ack(seq);
-            metrics.delivered.fetch_add(1, Relaxed);
-            metrics.observe_delivery(sent_at.elapsed().as_micros() as u64);
-            *backoff = Duration::from_millis(100);
-            false
-        }
-        Ok(Err((e, _))) => {
-            metrics.delivery_errors.fetch_add(1, Relaxed);
-            tracing::warn!(seq, error = %e, retry_in = ?*backoff, "Kafka rejected a record; resending from the first unacknowledged with a new producer");
-            true
-        }
-        Err(_) => true,
     }
 }
 
