@@ -505,30 +505,15 @@ impl Pipeline {
         }
         let out = std::mem::take(&mut self.out);
         for a in &out {
-            self.enc.clear();
-            match self.encoding {
-                Encoding::Json => wire::aggregate_json(&self.gateway, a, &mut self.enc),
-                Encoding::Binary => wire::aggregate_binary(&self.gateway, a, &mut self.enc),
-            }
-            encode_out(
+            encode_aggregate(
+                &self.gateway,
+                self.encoding,
+                a,
+                &mut self.enc,
                 &mut self.rec,
-                TopicKind::Aggregates,
-                a.sensor.as_bytes(),
-                &[
-                    (
-                        wire::HEADER_ENCODING,
-                        encoding_name(self.encoding).as_bytes(),
-                    ),
-                    (wire::HEADER_KIND, b"aggregate"),
-                ],
-                &self.enc,
             );
             append_forward(&self.forward, &self.rec, &self.shutdown).await?;
-            if a.revision == 0 {
-                self.metrics.aggregates_out.fetch_add(1, Relaxed);
-            } else {
-                self.metrics.corrections_out.fetch_add(1, Relaxed);
-            }
+            count_aggregate(&self.metrics, a);
         }
         self.out = out;
         self.out.clear();
@@ -555,13 +540,37 @@ impl Pipeline {
         let seq = journal.append(&self.rec)?;
         self.journal_next = seq + 1;
         self.journal_dirty = true;
-        let mut out = std::mem::take(&mut self.out);
-        self.agg.tick(now, &mut out);
-        self.out = out;
+        // A window boundary closes every sensor's window in one tick: write the aggregates
+        // into the log as they are emitted instead of collecting them first.
+        let (overflow, error, appended) = {
+            let mut sink = DirectSink {
+                gateway: &self.gateway,
+                encoding: self.encoding,
+                log: lock(&self.forward),
+                enc: &mut self.enc,
+                rec: &mut self.rec,
+                metrics: &self.metrics,
+                overflow: std::mem::take(&mut self.out),
+                error: None,
+                appended: false,
+            };
+            self.agg.tick(now, &mut sink);
+            (sink.overflow, sink.error, sink.appended)
+        };
+        self.out = overflow;
+        if let Some(e) = error {
+            return Err(e);
+        }
+        self.forward_dirty |= appended;
+        // Whatever did not fit (a full log under `block`) waits for room here.
         self.emit_out().await?;
         self.metrics
             .active_sensors
             .store(self.agg.sensors() as u64, Relaxed);
+        // Late readings that were dropped emit nothing, so refresh their counters here.
+        let st = self.agg.stats();
+        self.metrics.late_readings.store(st.late, Relaxed);
+        self.metrics.late_dropped.store(st.late_dropped, Relaxed);
         Ok(())
     }
 
@@ -612,6 +621,77 @@ impl Pipeline {
         }
         journal.persist_acks()?;
         Ok(())
+    }
+}
+
+/// Encodes an aggregate as a forward-log record (Kafka key, headers, value) into `rec`.
+fn encode_aggregate(
+    gateway: &str,
+    encoding: Encoding,
+    a: &Aggregate,
+    enc: &mut Vec<u8>,
+    rec: &mut Vec<u8>,
+) {
+    enc.clear();
+    match encoding {
+        Encoding::Json => wire::aggregate_json(gateway, a, enc),
+        Encoding::Binary => wire::aggregate_binary(gateway, a, enc),
+    }
+    encode_out(
+        rec,
+        TopicKind::Aggregates,
+        a.sensor.as_bytes(),
+        &[
+            (wire::HEADER_ENCODING, encoding_name(encoding).as_bytes()),
+            (wire::HEADER_KIND, b"aggregate"),
+        ],
+        enc,
+    );
+}
+
+fn count_aggregate(metrics: &Metrics, a: &Aggregate) {
+    if a.revision == 0 {
+        metrics.aggregates_out.fetch_add(1, Relaxed);
+    } else {
+        metrics.corrections_out.fetch_add(1, Relaxed);
+    }
+}
+
+/// Appends aggregates to the forward log as the aggregator emits them. Once an append
+/// fails (a full log under `block`, or an I/O error) the rest is kept in `overflow`, in
+/// order, for the caller.
+struct DirectSink<'a> {
+    gateway: &'a str,
+    encoding: Encoding,
+    log: std::sync::MutexGuard<'a, DiskLog>,
+    enc: &'a mut Vec<u8>,
+    rec: &'a mut Vec<u8>,
+    metrics: &'a Metrics,
+    overflow: Vec<Aggregate>,
+    error: Option<Error>,
+    appended: bool,
+}
+
+impl Extend<Aggregate> for DirectSink<'_> {
+    fn extend<I: IntoIterator<Item = Aggregate>>(&mut self, iter: I) {
+        for a in iter {
+            if !self.overflow.is_empty() || self.error.is_some() {
+                self.overflow.push(a);
+                continue;
+            }
+            encode_aggregate(self.gateway, self.encoding, &a, self.enc, self.rec);
+            match self.log.append(self.rec) {
+                Ok(_) => {
+                    count_aggregate(self.metrics, &a);
+                    self.appended = true;
+                }
+                Err(Error::LogFull { .. }) => self.overflow.push(a),
+                Err(e) => {
+                    self.error = Some(e);
+                    self.overflow.push(a);
+                }
+            }
+        }
     }
 }
 

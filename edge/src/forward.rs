@@ -24,10 +24,12 @@ use crate::metrics::Metrics;
 use crate::record::{decode_out, TopicKind};
 use crate::Result;
 
-/// Most records handed to the producer and not yet acknowledged. Bounds the producer's
-/// memory (a window boundary emits every sensor's aggregate at once) while keeping enough
-/// in flight to fill batches.
-const MAX_IN_FLIGHT: usize = 8192;
+/// Most key + value bytes handed to the producer and not yet acknowledged. Bounds the
+/// producer's memory (a window boundary emits every sensor's aggregate at once) while
+/// keeping enough in flight to fill batches.
+const MAX_IN_FLIGHT_BYTES: usize = 2 << 20;
+/// Records read from the log per step.
+const READ_BATCH: usize = 512;
 
 /// State shared by the forwarder loop and the producer's delivery callback.
 struct Shared {
@@ -35,6 +37,7 @@ struct Shared {
     metrics: Arc<Metrics>,
     /// Generation of the producer whose reports count.
     generation: AtomicU64,
+    /// Key + value bytes produced and not yet reported.
     in_flight: AtomicUsize,
     failed: AtomicBool,
     progress: Notify,
@@ -56,7 +59,12 @@ impl ProducerContext for Deliveries {
         if s.generation.load(SeqCst) != self.generation {
             return;
         }
-        s.in_flight.fetch_sub(1, Relaxed);
+        let m = match result {
+            Ok(m) => m,
+            Err((_, m)) => m,
+        };
+        s.in_flight
+            .fetch_sub(m.payload_len() + m.key_len(), Relaxed);
         match result {
             Ok(m) => {
                 lock(&s.log).ack(seq as u64);
@@ -207,15 +215,15 @@ pub async fn run(
                 }
             },
         };
-        let mut room = MAX_IN_FLIGHT.saturating_sub(shared.in_flight.load(Relaxed));
-        if room < MAX_IN_FLIGHT / 4 {
+        let mut room = MAX_IN_FLIGHT_BYTES.saturating_sub(shared.in_flight.load(Relaxed));
+        if room < MAX_IN_FLIGHT_BYTES / 4 {
             // Refill in large steps: waking for every single delivery costs more than it
             // gains.
             room = 0;
         }
         let mut handed = 0;
         if room > 0 {
-            let batch = match lock(&log).read_unsent(room, 1 << 20) {
+            let batch = match lock(&log).read_unsent(READ_BATCH, room) {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::error!(error = %e, "reading the forward log failed");
@@ -248,7 +256,8 @@ pub async fn run(
                 if !rec.key.is_empty() {
                     br = br.key(rec.key);
                 }
-                shared.in_flight.fetch_add(1, Relaxed);
+                let size = rec.value.len() + rec.key.len();
+                shared.in_flight.fetch_add(size, Relaxed);
                 loop {
                     match p.send(br) {
                         Ok(()) => break,
@@ -261,7 +270,7 @@ pub async fn run(
                             }
                         }
                         Err((e, _)) => {
-                            shared.in_flight.fetch_sub(1, Relaxed);
+                            shared.in_flight.fetch_sub(size, Relaxed);
                             metrics.delivery_errors.fetch_add(1, Relaxed);
                             tracing::warn!(seq, error = %e, "could not enqueue record; will retry");
                             shared.failed.store(true, SeqCst);

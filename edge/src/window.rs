@@ -237,7 +237,7 @@ impl Aggregator {
     }
 
     /// Adds one reading; closed windows (and a correction for a late reading) go to `out`.
-    pub fn ingest(&mut self, r: Input<'_>, out: &mut Vec<Aggregate>) {
+    pub fn ingest(&mut self, r: Input<'_>, out: &mut impl Extend<Aggregate>) {
         let spec = self.spec;
         self.stats.readings += 1;
         let initial_closed =
@@ -280,21 +280,26 @@ impl Aggregator {
             match spec.late_policy {
                 LatePolicy::Drop => self.stats.late_dropped += 1,
                 LatePolicy::Correction => {
-                    out.push(to_aggregate(
+                    out.extend(Some(to_aggregate(
                         sensor,
                         site,
                         &fs.field,
                         &Acc::new(start, r.ts_ms, r.value),
                         spec.size_ms,
                         r.seq.saturating_add(1),
-                    ));
+                    )));
                 }
             }
             return;
         }
         match fs.windows.binary_search_by_key(&start, |w| w.start) {
             Ok(i) => fs.windows[i].add(r.ts_ms, r.value),
-            Err(i) => fs.windows.insert(i, Acc::new(start, r.ts_ms, r.value)),
+            Err(i) => {
+                // Usually one or two windows are open: grow one slot at a time rather
+                // than doubling (10,000 sensors × spare slots is megabytes).
+                fs.windows.reserve_exact(1);
+                fs.windows.insert(i, Acc::new(start, r.ts_ms, r.value))
+            }
         }
         if r.ts_ms > fs.max_ts {
             fs.max_ts = r.ts_ms;
@@ -305,7 +310,7 @@ impl Aggregator {
 
     /// Advances wall-clock time: closes windows with `end + allowed_lateness <= now` and
     /// evicts idle sensors.
-    pub fn tick(&mut self, now_ms: i64, out: &mut Vec<Aggregate>) {
+    pub fn tick(&mut self, now_ms: i64, out: &mut impl Extend<Aggregate>) {
         let spec = self.spec;
         let through = spec.boundary_at_or_before(now_ms.saturating_sub(spec.lateness_ms));
         let mut emitted = 0;
@@ -325,7 +330,7 @@ impl Aggregator {
     }
 
     /// Emits every open window now (graceful shutdown with `flush_on_shutdown`).
-    pub fn flush_all(&mut self, out: &mut Vec<Aggregate>) {
+    pub fn flush_all(&mut self, out: &mut impl Extend<Aggregate>) {
         for state in self.sensors.values_mut() {
             let (sensor, site) = (&state.sensor, &state.site);
             for fs in &mut state.fields {
@@ -419,7 +424,7 @@ fn close_through(
     site: &Option<Arc<str>>,
     through: i64,
     spec: WindowSpec,
-    out: &mut Vec<Aggregate>,
+    out: &mut impl Extend<Aggregate>,
 ) -> u64 {
     if through <= fs.closed_through {
         return 0;
@@ -431,7 +436,14 @@ fn close_through(
         .take_while(|w| w.start.saturating_add(spec.size_ms) <= through)
         .count();
     for w in fs.windows.drain(..n) {
-        out.push(to_aggregate(sensor, site, &fs.field, &w, spec.size_ms, 0));
+        out.extend(Some(to_aggregate(
+            sensor,
+            site,
+            &fs.field,
+            &w,
+            spec.size_ms,
+            0,
+        )));
     }
     n as u64
 }
