@@ -19,8 +19,14 @@ echo "test: environment ready after $((SECONDS - start))s; target dir $CARGO_TAR
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # Integration tests start their own containers; a few at a time keeps 2 cores responsive.
-cargo test --workspace --lib --bins --tests --locked -- --test-threads 4
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+cargo test --workspace --doc --locked 2>&1 | tee -a "$log"
 # Benches in test mode: each benchmark runs once, as a smoke test.
-cargo test --workspace --benches --locked
-cargo test --workspace --doc --locked
+cargo test --workspace --benches --locked 2>&1 | tee -a "$log"
+cargo test --workspace --lib --bins --tests --locked -- --test-threads 4 2>&1 | tee -a "$log"
+# One closing line over every test binary above (pipefail already stopped on a failure).
+passed=$(grep -o '[0-9]* passed' "$log" | awk '{s+=$1} END {print s+0}')
+failed=$(grep -o '[0-9]* failed' "$log" | awk '{s+=$1} END {print s+0}')
 echo "test: all done in $((SECONDS - start))s"
+echo "summary: $passed passed, $failed failed"

@@ -747,3 +747,162 @@ async fn every_malformed_input_kind_is_dead_lettered_with_its_reason() {
     );
     publisher.close().await;
 }
+
+/// Makes a CA and a server certificate for 127.0.0.1 with the real `openssl` tool.
+fn make_certs(dir: &std::path::Path) {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl not found: install it (Debian package openssl)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=edgeflow test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    std::fs::write(
+        dir.join("san.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    )
+    .expect("write san.ext");
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "server.crt",
+    ]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_and_a_password_from_the_environment_reach_a_secured_broker() {
+    let certs = tempfile::tempdir().expect("tempdir");
+    make_certs(certs.path());
+    let (mqtt, kafka) = tokio::join!(
+        Mosquitto::start_secured(certs.path(), "gateway", "s3cret-pw"),
+        Kafka::start_in_memory()
+    );
+    let t = topics(&kafka, "tls").await;
+    let ca = certs.path().join("ca.crt");
+
+    let secured = |workdir: &std::path::Path| {
+        agent_config(workdir, &mqtt, &kafka, &t, "", "")
+            .replace("[mqtt]\n", "[mqtt]\nusername = \"gateway\"\n")
+            .replacen(
+                "[[mqtt.subscriptions]]",
+                &format!(
+                    "[mqtt.tls]\nca_file = \"{}\"\n\n[[mqtt.subscriptions]]",
+                    ca.display()
+                ),
+                1,
+            )
+    };
+
+    // A wrong password is refused with a message that says what to check.
+    let builder = EdgeAgent::builder();
+    let cfg = secured(builder.workdir());
+    let mut wrong = builder
+        .config(cfg)
+        .env("EDGEFLOW_MQTT_PASSWORD", "wrong")
+        .spawn();
+    let line = wrong
+        .wait_for_log_line("MQTT connection lost", Duration::from_secs(30))
+        .await;
+    assert!(line.contains("refused"), "{line}");
+    drop(wrong);
+
+    let builder = EdgeAgent::builder();
+    let cfg = secured(builder.workdir());
+    let mut agent = builder
+        .config(cfg)
+        .env("EDGEFLOW_MQTT_PASSWORD", "s3cret-pw")
+        .spawn();
+    agent
+        .wait_for_log_line("subscribed", Duration::from_secs(30))
+        .await;
+    let base = (now_ms() / WINDOW_MS - 5) * WINDOW_MS;
+    let topic = format!("{}/site/tls-1/telemetry", t.mqtt_root);
+    let payloads: Vec<String> = (0..5)
+        .map(|k| format!(r#"{{"ts":{},"value":{}}}"#, base + k * 10, k))
+        .collect();
+    for p in &payloads {
+        let out = tokio::process::Command::new("mosquitto_pub")
+            .args([
+                "-h",
+                mqtt.host(),
+                "-p",
+                &mqtt.port().to_string(),
+                "--cafile",
+                ca.to_str().expect("utf-8 path"),
+                "-u",
+                "gateway",
+                "-P",
+                "s3cret-pw",
+                "-q",
+                "1",
+                "-t",
+                &topic,
+                "-m",
+                p,
+            ])
+            .output()
+            .await
+            .expect("mosquitto_pub");
+        assert!(
+            out.status.success(),
+            "mosquitto_pub over TLS: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let records = kafka
+        .consume_all(&t.aggregates, PARTITIONS, 1, Duration::from_secs(30))
+        .await;
+    let aggs = dedupe(decode_aggregates(&records));
+    let total: u64 = aggs.values().map(|a| a.count).sum();
+    assert_eq!(total, 5, "{aggs:?}");
+    let sum: f64 = aggs.values().map(|a| a.sum).sum();
+    assert_eq!(sum, 10.0);
+    assert!(
+        !agent.log_text().contains("s3cret-pw"),
+        "the password never appears in the agent's output"
+    );
+}

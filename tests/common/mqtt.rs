@@ -40,6 +40,78 @@ impl Mosquitto {
         mqtt
     }
 
+    /// Starts a broker that accepts only TLS (port 8883 in the container) and one user
+    /// with a password. `certs` holds `ca.crt`, `server.crt` and `server.key` (PEM); the
+    /// server certificate must name 127.0.0.1.
+    pub async fn start_secured(certs: &std::path::Path, user: &str, password: &str) -> Self {
+        const SECURED_PATH: &str = "/mosquitto/config/secured.conf";
+        let base = String::from_utf8_lossy(CONFIG).replace("listener 1883 0.0.0.0", "");
+        let config = format!(
+            "{base}\nlistener 8883 0.0.0.0\nallow_anonymous false\n\
+             password_file /mosquitto/config/passwd\n\
+             cafile /mosquitto/certs/ca.crt\ncertfile /mosquitto/certs/server.crt\n\
+             keyfile /mosquitto/certs/server.key\n"
+        );
+        let read = |name: &str| {
+            std::fs::read(certs.join(name))
+                .unwrap_or_else(|e| panic!("cannot read {}: {e}", certs.join(name).display()))
+        };
+        let (ca, crt, key) = (read("ca.crt"), read("server.crt"), read("server.key"));
+        let (name, tag) = docker::image_from_env("EDGEFLOW_MQTT_IMAGE", "eclipse-mosquitto:2");
+        // The password file is made inside the container with the broker's own tool.
+        let script = format!(
+            "mosquitto_passwd -c -b /mosquitto/config/passwd '{user}' '{password}' && \
+             chmod 0644 /mosquitto/config/passwd && exec mosquitto -c {SECURED_PATH}"
+        );
+        let (container, port) = docker::start("the TLS MQTT broker", |port| {
+            GenericImage::new(name.clone(), tag.clone())
+                .with_mapped_port(port, 8883.tcp())
+                .with_copy_to(SECURED_PATH, config.clone().into_bytes())
+                .with_copy_to("/mosquitto/certs/ca.crt", ca.clone())
+                .with_copy_to("/mosquitto/certs/server.crt", crt.clone())
+                .with_copy_to("/mosquitto/certs/server.key", key.clone())
+                .with_cmd(["sh", "-c", script.as_str()])
+        })
+        .await;
+        let mqtt = Mosquitto { container, port };
+        // Ready when the real client gets through TLS and the login (Docker's port proxy
+        // accepts TCP before the broker listens, and the broker's log is buffered).
+        let ca_path = certs.join("ca.crt");
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            let out = tokio::process::Command::new("mosquitto_pub")
+                .args(["-h", "127.0.0.1", "-p", &port.to_string(), "--cafile"])
+                .arg(&ca_path)
+                .args([
+                    "-u",
+                    user,
+                    "-P",
+                    password,
+                    "-t",
+                    "edgeflow/probe",
+                    "-m",
+                    "1",
+                ])
+                .output()
+                .await
+                .expect(
+                    "mosquitto_pub not found: install mosquitto-clients (scripts/test-env.sh does)",
+                );
+            if out.status.success() {
+                break;
+            }
+            if Instant::now() > deadline || matches!(mqtt.container.is_running().await, Ok(false)) {
+                panic!(
+                    "the TLS MQTT broker is not ready: {}\n{}",
+                    String::from_utf8_lossy(&out.stderr),
+                    mqtt.logs().await
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        mqtt
+    }
+
     /// Host to connect to.
     pub fn host(&self) -> &str {
         "127.0.0.1"
