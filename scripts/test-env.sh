@@ -2,7 +2,8 @@
 # Idempotent setup of everything edgeflow's integration tests need, without pulling any
 # image from a registry:
 #
-#   * Debian packages: debootstrap, mosquitto-clients (mosquitto_pub in tests), and the
+#   * Debian packages: debootstrap, mosquitto-clients (mosquitto_pub in tests), openssl
+#     (test certificates), and the
 #     build dependencies of librdkafka (rdkafka's bundled build) and tansu;
 #   * the Kafka-compatible broker tansu, built with `cargo install` into $CACHE/tansu;
 #   * edgeflow/debian-base:bookworm, a debootstrapped Debian bookworm minbase rootfs
@@ -41,7 +42,7 @@ _edgeflow_test_env() (
     local rootfs_packages="mosquitto,ca-certificates"
     # Packages on the host.
     local host_packages=(
-        debootstrap mosquitto-clients
+        debootstrap mosquitto-clients openssl
         # librdkafka (rdkafka-sys: cmake build, ssl, zstd) and tansu
         build-essential cmake pkg-config libssl-dev zlib1g-dev libzstd-dev
         libcurl4-openssl-dev libsasl2-dev protobuf-compiler
