@@ -314,6 +314,14 @@ fn metric(text: &str, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Polls the agent's `/metrics` until counter `name` reaches `at_least`.
+async fn wait_for_metric(addr: &str, name: &str, at_least: u64, timeout: Duration) {
+    wait_until(&format!("{name} >= {at_least}"), timeout, || async {
+        (metric(&http_get(addr, "/metrics").await, name) >= at_least).then_some(())
+    })
+    .await;
+}
+
 fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
 }
@@ -359,22 +367,8 @@ async fn wildcard_readings_become_correct_aggregates(protocol: &str) {
     let mut agent = builder.config(cfg).spawn();
     let addr = metrics_addr(&mut agent).await;
     agent
-        .wait_for_log_line("connected to MQTT broker", Duration::from_secs(30))
+        .wait_for_log_line("subscribed", Duration::from_secs(30))
         .await;
-    // Give the subscription time to be in place: wait for the SUBACK-driven health.
-    wait_until(
-        "agent reports MQTT connected",
-        Duration::from_secs(30),
-        || async {
-            (metric(
-                &http_get(&addr, "/metrics").await,
-                "edgeflow_edge_mqtt_connected",
-            ) == 1)
-                .then_some(())
-        },
-    )
-    .await;
-    tokio::time::sleep(Duration::from_millis(300)).await; // SUBSCRIBE in flight after CONNACK
 
     // Four sensors on two sites, 5 windows each, values from a fixed formula; each
     // sensor's readings go through its own mosquitto_pub process.
@@ -412,16 +406,11 @@ async fn wildcard_readings_become_correct_aggregates(protocol: &str) {
     mosquitto_pub(&mqtt, &format!("{}-senml/x", t.mqtt_root), &[senml]).await;
 
     let total = sent.len() as u64 + 2;
-    wait_until(
-        "agent decoded every reading",
+    wait_for_metric(
+        &addr,
+        "edgeflow_edge_readings_in_total",
+        total,
         Duration::from_secs(30),
-        || async {
-            (metric(
-                &http_get(&addr, "/metrics").await,
-                "edgeflow_edge_readings_in_total",
-            ) >= total)
-                .then_some(())
-        },
     )
     .await;
     // Timestamps are in the past, so every window closes on the next tick.
@@ -506,9 +495,8 @@ async fn kafka_down_for_30s_loses_nothing_and_counts_nothing_twice() {
     let mut agent = builder.config(cfg).spawn();
     let addr = metrics_addr(&mut agent).await;
     agent
-        .wait_for_log_line("connected to MQTT broker", Duration::from_secs(30))
+        .wait_for_log_line("subscribed", Duration::from_secs(30))
         .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let mut publisher = Publisher::connect(&mqtt).await;
 
     let mut sent = publish_steadily(&publisher, &t.mqtt_root, 5, 100, 50).await;
@@ -526,16 +514,11 @@ async fn kafka_down_for_30s_loses_nothing_and_counts_nothing_twice() {
     kafka.unpause().await;
     sent.extend(publish_steadily(&publisher, &t.mqtt_root, 5, 100, 50).await);
     publisher.wait_acked(sent.len() as u64).await;
-    wait_until(
-        "agent decoded every reading",
+    wait_for_metric(
+        &addr,
+        "edgeflow_edge_readings_in_total",
+        sent.len() as u64,
         Duration::from_secs(60),
-        || async {
-            (metric(
-                &http_get(&addr, "/metrics").await,
-                "edgeflow_edge_readings_in_total",
-            ) >= sent.len() as u64)
-                .then_some(())
-        },
     )
     .await;
     // SIGTERM flushes the open windows; the forwarder drains before exiting.
@@ -579,9 +562,8 @@ async fn kill_9_mid_stream_loses_no_acknowledged_reading() {
         );
         let mut agent = builder.config(cfg).spawn();
         agent
-            .wait_for_log_line("connected to MQTT broker", Duration::from_secs(30))
+            .wait_for_log_line("subscribed", Duration::from_secs(30))
             .await;
-        tokio::time::sleep(Duration::from_millis(300)).await;
         let mut publisher = Publisher::connect(&mqtt).await;
         let mut sent = publish_steadily(&publisher, &t.mqtt_root, 7, 600, 300).await;
         agent.kill9();
@@ -592,16 +574,11 @@ async fn kill_9_mid_stream_loses_no_acknowledged_reading() {
         publisher.wait_acked(sent.len() as u64).await;
         let addr = metrics_addr(&mut agent).await;
         let after_restart = 900u64; // at least what was published after the kill
-        wait_until(
-            "agent took the readings after restart",
+        wait_for_metric(
+            &addr,
+            "edgeflow_edge_readings_in_total",
+            after_restart,
             Duration::from_secs(60),
-            || async {
-                (metric(
-                    &http_get(&addr, "/metrics").await,
-                    "edgeflow_edge_readings_in_total",
-                ) >= after_restart)
-                    .then_some(())
-            },
         )
         .await;
         agent.terminate();
@@ -670,9 +647,8 @@ async fn every_malformed_input_kind_is_dead_lettered_with_its_reason() {
     let mut agent = builder.config(cfg).spawn();
     let addr = metrics_addr(&mut agent).await;
     agent
-        .wait_for_log_line("connected to MQTT broker", Duration::from_secs(30))
+        .wait_for_log_line("subscribed", Duration::from_secs(30))
         .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let now = now_ms();
     let topic = |s: &str| format!("{}/site/{s}/telemetry", t.mqtt_root);
     let cases: Vec<(&str, String, String)> = vec![

@@ -233,6 +233,18 @@ pub fn start(
                                 }
                             });
                         }
+                        Ok(rumqttc::v5::Event::Incoming(Packet::SubAck(ack))) => {
+                            for (code, (filter, _)) in ack.return_codes.iter().zip(&subs) {
+                                if matches!(
+                                    code,
+                                    rumqttc::v5::mqttbytes::v5::SubscribeReasonCode::Success(_)
+                                ) {
+                                    tracing::info!(filter, reason = ?code, "subscribed");
+                                } else {
+                                    tracing::error!(filter, reason = ?code, "the broker refused the subscription");
+                                }
+                            }
+                        }
                         Ok(_) => {}
                         Err(e) => {
                             metrics.mqtt_connected.store(false, Relaxed);
