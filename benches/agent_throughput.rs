@@ -34,7 +34,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{unique_topic, wait_until, EdgeAgent, Kafka};
+use common::{unique_topic, wait_until, EdgeAgent, Kafka, Publisher};
 use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -222,63 +222,6 @@ async fn create_session(port: u16, client_id: &str) {
 }
 
 /// A QoS 1 publisher counting PUBACKs.
-struct Publisher {
-    client: AsyncClient,
-    acked: tokio::sync::watch::Receiver<u64>,
-    sent: u64,
-}
-
-impl Publisher {
-    async fn connect(port: u16) -> Self {
-        let mut o = MqttOptions::new(unique_topic("pub"), "127.0.0.1", port);
-        o.set_keep_alive(Duration::from_secs(30))
-            .set_inflight(1000)
-            .set_max_packet_size(1 << 20, 1 << 20);
-        let (client, mut ev) = AsyncClient::new(o, 10_000);
-        let (tx, acked) = tokio::sync::watch::channel(0u64);
-        tokio::spawn(async move {
-            let mut n = 0;
-            loop {
-                match ev.poll().await {
-                    Ok(Event::Incoming(Packet::PubAck(_))) => {
-                        n += 1;
-                        let _ = tx.send(n);
-                    }
-                    Ok(Event::Outgoing(Outgoing::Disconnect)) => break,
-                    Ok(_) => {}
-                    Err(e) => panic!("bench publisher lost its broker: {e}"),
-                }
-            }
-        });
-        Publisher {
-            client,
-            acked,
-            sent: 0,
-        }
-    }
-
-    async fn publish(&mut self, topic: String, payload: Vec<u8>) {
-        self.client
-            .publish(topic, QoS::AtLeastOnce, false, payload)
-            .await
-            .unwrap();
-        self.sent += 1;
-    }
-
-    async fn wait_all_acked(&mut self) {
-        let n = self.sent;
-        tokio::time::timeout(Duration::from_secs(300), self.acked.wait_for(|a| *a >= n))
-            .await
-            .expect("broker acknowledged every publish")
-            .unwrap();
-    }
-
-    async fn close(mut self) {
-        self.wait_all_acked().await;
-        let _ = self.client.disconnect().await;
-    }
-}
-
 fn telemetry_topic(i: u64, sensors: u64) -> String {
     let s = i % sensors;
     format!("sensors/site-{}/s-{s}/telemetry", s % 8)
@@ -297,13 +240,13 @@ fn telemetry_payload(i: u64) -> Vec<u8> {
 /// Queues `n` messages (1,000 sensors) for the offline session `client_id`.
 async fn preload(port: u16, client_id: &str, n: u64) -> f64 {
     create_session(port, client_id).await;
-    let mut p = Publisher::connect(port).await;
+    let mut p = Publisher::connect("127.0.0.1", port).await;
     let t = Instant::now();
     for i in 0..n {
-        p.publish(telemetry_topic(i, 1_000), telemetry_payload(i))
+        p.publish(&telemetry_topic(i, 1_000), telemetry_payload(i))
             .await;
     }
-    p.wait_all_acked().await;
+    p.wait_all_acked(Duration::from_secs(300)).await;
     let rate = n as f64 / t.elapsed().as_secs_f64();
     p.close().await;
     rate
@@ -578,10 +521,10 @@ async fn rss_case(kafka: &Kafka, s: &Sizes) -> RssResult {
     )
     .await;
     // The subscription is sent after CONNACK: wait until a probe reading arrives.
-    let mut p = Publisher::connect(mqtt.port).await;
+    let mut p = Publisher::connect("127.0.0.1", mqtt.port).await;
     wait_until("agent subscribed", Duration::from_secs(30), || {
         let addr = addr.clone();
-        let client = p.client.clone();
+        let client = p.client();
         async move {
             client
                 .publish(
@@ -606,13 +549,13 @@ async fn rss_case(kafka: &Kafka, s: &Sizes) -> RssResult {
     while i < total {
         tick.tick().await;
         for _ in 0..per_tick {
-            p.publish(telemetry_topic(i, s.rss_sensors), telemetry_payload(i))
+            p.publish(&telemetry_topic(i, s.rss_sensors), telemetry_payload(i))
                 .await;
             i += 1;
         }
     }
     let achieved_rate = total as f64 / t0.elapsed().as_secs_f64();
-    p.wait_all_acked().await;
+    p.wait_all_acked(Duration::from_secs(300)).await;
     wait_until(
         "agent took every reading",
         Duration::from_secs(120),
@@ -700,11 +643,11 @@ async fn backlog_case(kafka: &Kafka, target_mb: u64) -> BacklogResult {
     )
     .await;
     let fwd_dir = agent.workdir().join("data").join("forward");
-    let mut p = Publisher::connect(mqtt.port).await;
+    let mut p = Publisher::connect("127.0.0.1", mqtt.port).await;
     // Warm-up: one record all the way to Kafka (producer metadata loaded).
     wait_until("warm-up record delivered", Duration::from_secs(60), || {
         let addr = addr.clone();
-        let client = p.client.clone();
+        let client = p.client();
         async move {
             client
                 .publish(
@@ -737,10 +680,10 @@ async fn backlog_case(kafka: &Kafka, target_mb: u64) -> BacklogResult {
                 i % 8,
                 i % 10_000
             );
-            p.publish(topic, backlog_payload(i)).await;
+            p.publish(&topic, backlog_payload(i)).await;
             i += 1;
         }
-        p.wait_all_acked().await;
+        p.wait_all_acked(Duration::from_secs(300)).await;
         let sent_readings = i * BACKLOG_FIELDS as u64;
         // Wait for the agent to have taken what was published, then look at the log size.
         let addr2 = addr.clone();

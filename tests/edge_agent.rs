@@ -8,9 +8,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{unique_topic, wait_until, ConsumedRecord, EdgeAgent, Kafka, Mosquitto};
+use common::{unique_topic, wait_until, ConsumedRecord, EdgeAgent, Kafka, Mosquitto, Publisher};
 use edgeflow_edge::wire::{self, AggregateRecord, ReadingRecord};
-use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, QoS};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const PARTITIONS: i32 = 3;
@@ -138,62 +137,6 @@ async fn mosquitto_pub(mqtt: &Mosquitto, topic: &str, lines: &[String]) {
     );
 }
 
-/// A QoS 1 rumqttc publisher that waits for every PUBACK.
-struct Publisher {
-    client: AsyncClient,
-    acked: tokio::sync::watch::Receiver<u64>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Publisher {
-    async fn connect(mqtt: &Mosquitto) -> Self {
-        let mut o = MqttOptions::new(unique_topic("pub"), mqtt.host(), mqtt.port());
-        o.set_keep_alive(Duration::from_secs(5)).set_inflight(100);
-        let (client, mut ev) = AsyncClient::new(o, 1000);
-        let (tx, acked) = tokio::sync::watch::channel(0u64);
-        let task = tokio::spawn(async move {
-            let mut n = 0;
-            loop {
-                match ev.poll().await {
-                    Ok(Event::Incoming(rumqttc::Packet::PubAck(_))) => {
-                        n += 1;
-                        let _ = tx.send(n);
-                    }
-                    Ok(Event::Outgoing(Outgoing::Disconnect)) => break,
-                    Ok(_) => {}
-                    Err(e) => panic!("test publisher lost its broker: {e}"),
-                }
-            }
-        });
-        Publisher {
-            client,
-            acked,
-            task,
-        }
-    }
-
-    async fn publish(&self, topic: &str, payload: String) {
-        self.client
-            .publish(topic, QoS::AtLeastOnce, false, payload)
-            .await
-            .expect("publish");
-    }
-
-    /// Waits until the broker acknowledged `n` messages.
-    async fn wait_acked(&mut self, n: u64) {
-        let acked = &mut self.acked;
-        tokio::time::timeout(Duration::from_secs(60), acked.wait_for(|a| *a >= n))
-            .await
-            .expect("broker acknowledged every publish within 60 s")
-            .expect("publisher alive");
-    }
-
-    async fn close(self) {
-        let _ = self.client.disconnect().await;
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
-    }
-}
-
 fn header(r: &ConsumedRecord, name: &str) -> String {
     String::from_utf8_lossy(r.header(name).unwrap_or_default()).into_owned()
 }
@@ -294,6 +237,16 @@ async fn metrics_addr(agent: &mut EdgeAgent) -> String {
         .to_string()
 }
 
+/// Starts the agent, returns it with its metrics address once its subscriptions hold.
+async fn spawn_subscribed(builder: common::EdgeAgentBuilder, cfg: String) -> (EdgeAgent, String) {
+    let mut agent = builder.config(cfg).spawn();
+    let addr = metrics_addr(&mut agent).await;
+    agent
+        .wait_for_log_line("subscribed", Duration::from_secs(30))
+        .await;
+    (agent, addr)
+}
+
 async fn http_get(addr: &str, path: &str) -> String {
     let mut s = tokio::net::TcpStream::connect(addr)
         .await
@@ -364,11 +317,7 @@ async fn wildcard_readings_become_correct_aggregates(protocol: &str) {
     let cfg = agent_config(builder.workdir(), &mqtt, &kafka, &t, "", "")
         .replace("[mqtt]\n", &format!("[mqtt]\nprotocol = \"{protocol}\"\n"));
     assert!(cfg.contains("protocol = "), "{cfg}");
-    let mut agent = builder.config(cfg).spawn();
-    let addr = metrics_addr(&mut agent).await;
-    agent
-        .wait_for_log_line("subscribed", Duration::from_secs(30))
-        .await;
+    let (_agent, addr) = spawn_subscribed(builder, cfg).await;
 
     // Four sensors on two sites, 5 windows each, values from a fixed formula; each
     // sensor's readings go through its own mosquitto_pub process.
@@ -456,7 +405,7 @@ async fn wildcard_readings_become_correct_aggregates(protocol: &str) {
 /// Publishes `n` readings for `sensors` sensors, `per_sec` a second, QoS 1, timestamps from
 /// the wall clock; returns what was sent.
 async fn publish_steadily(
-    p: &Publisher,
+    p: &mut Publisher,
     root: &str,
     sensors: usize,
     n: usize,
@@ -492,17 +441,13 @@ async fn kafka_down_for_30s_loses_nothing_and_counts_nothing_twice() {
     let t = topics(&kafka, "outage").await;
     let builder = EdgeAgent::builder();
     let cfg = agent_config(builder.workdir(), &mqtt, &kafka, &t, "", "");
-    let mut agent = builder.config(cfg).spawn();
-    let addr = metrics_addr(&mut agent).await;
-    agent
-        .wait_for_log_line("subscribed", Duration::from_secs(30))
-        .await;
-    let mut publisher = Publisher::connect(&mqtt).await;
+    let (mut agent, addr) = spawn_subscribed(builder, cfg).await;
+    let mut publisher = Publisher::connect(mqtt.host(), mqtt.port()).await;
 
-    let mut sent = publish_steadily(&publisher, &t.mqtt_root, 5, 100, 50).await;
+    let mut sent = publish_steadily(&mut publisher, &t.mqtt_root, 5, 100, 50).await;
     kafka.pause().await;
     let outage = tokio::time::Instant::now();
-    sent.extend(publish_steadily(&publisher, &t.mqtt_root, 5, 1500, 50).await);
+    sent.extend(publish_steadily(&mut publisher, &t.mqtt_root, 5, 1500, 50).await);
     let pending = metric(
         &http_get(&addr, "/metrics").await,
         "edgeflow_edge_store_pending_records",
@@ -512,8 +457,8 @@ async fn kafka_down_for_30s_loses_nothing_and_counts_nothing_twice() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     kafka.unpause().await;
-    sent.extend(publish_steadily(&publisher, &t.mqtt_root, 5, 100, 50).await);
-    publisher.wait_acked(sent.len() as u64).await;
+    sent.extend(publish_steadily(&mut publisher, &t.mqtt_root, 5, 100, 50).await);
+    publisher.wait_all_acked(Duration::from_secs(60)).await;
     wait_for_metric(
         &addr,
         "edgeflow_edge_readings_in_total",
@@ -564,14 +509,14 @@ async fn kill_9_mid_stream_loses_no_acknowledged_reading() {
         agent
             .wait_for_log_line("subscribed", Duration::from_secs(30))
             .await;
-        let mut publisher = Publisher::connect(&mqtt).await;
-        let mut sent = publish_steadily(&publisher, &t.mqtt_root, 7, 600, 300).await;
+        let mut publisher = Publisher::connect(mqtt.host(), mqtt.port()).await;
+        let mut sent = publish_steadily(&mut publisher, &t.mqtt_root, 7, 600, 300).await;
         agent.kill9();
         // The broker keeps the session: these wait for the agent.
-        sent.extend(publish_steadily(&publisher, &t.mqtt_root, 7, 300, 300).await);
+        sent.extend(publish_steadily(&mut publisher, &t.mqtt_root, 7, 300, 300).await);
         agent.restart();
-        sent.extend(publish_steadily(&publisher, &t.mqtt_root, 7, 600, 300).await);
-        publisher.wait_acked(sent.len() as u64).await;
+        sent.extend(publish_steadily(&mut publisher, &t.mqtt_root, 7, 600, 300).await);
+        publisher.wait_all_acked(Duration::from_secs(60)).await;
         let addr = metrics_addr(&mut agent).await;
         let after_restart = 900u64; // at least what was published after the kill
         wait_for_metric(
@@ -644,11 +589,7 @@ async fn every_malformed_input_kind_is_dead_lettered_with_its_reason() {
         "[window]",
         "[decode]\nknown_sensors = [\"ok-1\", \"ok-2\"]\n\n[window]",
     );
-    let mut agent = builder.config(cfg).spawn();
-    let addr = metrics_addr(&mut agent).await;
-    agent
-        .wait_for_log_line("subscribed", Duration::from_secs(30))
-        .await;
+    let (mut agent, addr) = spawn_subscribed(builder, cfg).await;
     let now = now_ms();
     let topic = |s: &str| format!("{}/site/{s}/telemetry", t.mqtt_root);
     let cases: Vec<(&str, String, String)> = vec![
@@ -672,12 +613,12 @@ async fn every_malformed_input_kind_is_dead_lettered_with_its_reason() {
             format!(r#"{{"ts":{},"value":1}}"#, now + 86_400_000),
         ),
     ];
-    let publisher = Publisher::connect(&mqtt).await;
+    let mut publisher = Publisher::connect(mqtt.host(), mqtt.port()).await;
     for (_, topic, payload) in &cases {
         publisher.publish(topic, payload.clone()).await;
     }
     // And one good reading, which must not be dead-lettered.
-    publisher.publish(&topic("ok-2"), "2.5".into()).await;
+    publisher.publish(&topic("ok-2"), "2.5").await;
     let records = kafka
         .consume_all(
             &t.dead_letter,

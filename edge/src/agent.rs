@@ -738,7 +738,7 @@ async fn append_forward(
 
 /// Writes a file through `write` into a temporary file, fsyncs and renames it over `path`,
 /// then fsyncs the directory: readers see the old or the new file, never a torn one.
-pub fn write_atomically(
+fn write_atomically(
     path: &Path,
     write: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
 ) -> Result<()> {

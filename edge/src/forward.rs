@@ -136,14 +136,14 @@ fn producer(cfg: &KafkaConfig, shared: &Arc<Shared>) -> Result<DeliveringProduce
 
 /// The topics records are routed to.
 #[derive(Clone, Debug)]
-pub struct Topics {
-    pub aggregates: String,
-    pub readings: String,
-    pub dead_letter: String,
+struct Topics {
+    aggregates: String,
+    readings: String,
+    dead_letter: String,
 }
 
 impl Topics {
-    pub fn from_config(cfg: &KafkaConfig) -> Self {
+    fn from_config(cfg: &KafkaConfig) -> Self {
         Topics {
             aggregates: cfg.aggregates_topic.clone(),
             readings: cfg.readings_topic.clone(),

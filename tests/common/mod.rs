@@ -48,7 +48,7 @@ mod mqtt;
 
 pub use edge::{EdgeAgent, EdgeAgentBuilder};
 pub use kafka::{ConsumedRecord, Kafka, KafkaFlavor, KafkaStorage};
-pub use mqtt::Mosquitto;
+pub use mqtt::{Mosquitto, Publisher};
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};

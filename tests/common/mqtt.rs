@@ -207,3 +207,76 @@ async fn mqtt_connect_probe(port: u16) -> Result<(), String> {
         .await
         .map_err(|_| "no CONNACK within 2 s".to_owned())?
 }
+
+/// A QoS 1 publisher (rumqttc) that counts the broker's PUBACKs, so a test or bench can
+/// wait until the broker holds every message it published.
+pub struct Publisher {
+    client: rumqttc::AsyncClient,
+    acked: tokio::sync::watch::Receiver<u64>,
+    sent: u64,
+}
+
+impl Publisher {
+    pub async fn connect(host: &str, port: u16) -> Self {
+        let mut o = rumqttc::MqttOptions::new(super::unique_topic("pub"), host, port);
+        o.set_keep_alive(Duration::from_secs(30))
+            .set_inflight(1000)
+            .set_max_packet_size(1 << 20, 1 << 20);
+        let (client, mut ev) = rumqttc::AsyncClient::new(o, 10_000);
+        let (tx, acked) = tokio::sync::watch::channel(0u64);
+        tokio::spawn(async move {
+            let mut n = 0;
+            loop {
+                match ev.poll().await {
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) => {
+                        n += 1;
+                        let _ = tx.send(n);
+                    }
+                    Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::Disconnect)) => break,
+                    Ok(_) => {}
+                    Err(e) => panic!("the publisher lost its broker: {e}"),
+                }
+            }
+        });
+        Publisher {
+            client,
+            acked,
+            sent: 0,
+        }
+    }
+
+    /// The client, for publishing from a closure (not counted by [`Publisher::sent`]).
+    pub fn client(&self) -> rumqttc::AsyncClient {
+        self.client.clone()
+    }
+
+    /// Messages published through [`Publisher::publish`].
+    pub fn sent(&self) -> u64 {
+        self.sent
+    }
+
+    pub async fn publish(&mut self, topic: &str, payload: impl Into<Vec<u8>>) {
+        self.client
+            .publish(topic, rumqttc::QoS::AtLeastOnce, false, payload.into())
+            .await
+            .expect("queue PUBLISH");
+        self.sent += 1;
+    }
+
+    /// Waits until the broker acknowledged everything published so far.
+    pub async fn wait_all_acked(&mut self, timeout: Duration) {
+        let n = self.sent;
+        tokio::time::timeout(timeout, self.acked.wait_for(|a| *a >= n))
+            .await
+            .unwrap_or_else(|_| {
+                panic!("the broker did not acknowledge {n} publishes within {timeout:?}")
+            })
+            .expect("publisher alive");
+    }
+
+    /// Waits for every acknowledgement, then disconnects.
+    pub async fn close(mut self) {
+        self.wait_all_acked(Duration::from_secs(300)).await;
+        let _ = self.client.disconnect().await;
+    }
+}

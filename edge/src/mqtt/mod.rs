@@ -79,6 +79,8 @@ impl Acker {
         }
     }
 
+    /// Sends DISCONNECT on MQTT 5; the 3.1.1 session loop closes its connection itself
+    /// when shutdown is signalled.
     pub async fn disconnect(&self) {
         if let Acker::V5(c) = self {
             let _ = c.disconnect().await;
