@@ -211,40 +211,113 @@ pub fn reading_binary(gateway: &str, r: &ReadingRef<'_>, buf: &mut Vec<u8>) {
     buf.extend_from_slice(&r.value.to_le_bytes());
 }
 
+/// A binary-v1 aggregate decoded in place: strings borrow from the record bytes, so
+/// decoding allocates nothing (what high-rate consumers use).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AggregateView<'a> {
+    pub gateway: &'a str,
+    pub sensor: &'a str,
+    pub site: Option<&'a str>,
+    pub field: &'a str,
+    pub window_start: i64,
+    pub window_end: i64,
+    pub revision: u64,
+    pub count: u64,
+    pub min: f64,
+    pub max: f64,
+    pub sum: f64,
+    pub first_ts: i64,
+    pub first: f64,
+    pub last_ts: i64,
+    pub last: f64,
+}
+
+impl AggregateView<'_> {
+    /// `sum / count` (0 for an empty aggregate, which the agent never sends).
+    pub fn mean(&self) -> f64 {
+        if self.count == 0 {
+            0.0
+        } else {
+            self.sum / self.count as f64
+        }
+    }
+
+    /// The owned record.
+    pub fn to_record(&self) -> AggregateRecord {
+        AggregateRecord {
+            gateway: self.gateway.to_string(),
+            sensor: self.sensor.to_string(),
+            site: self.site.map(str::to_string),
+            field: self.field.to_string(),
+            window_start: self.window_start,
+            window_end: self.window_end,
+            revision: self.revision,
+            count: self.count,
+            min: self.min,
+            max: self.max,
+            sum: self.sum,
+            mean: self.mean(),
+            first_ts: self.first_ts,
+            first: self.first,
+            last_ts: self.last_ts,
+            last: self.last,
+        }
+    }
+}
+
+/// A binary-v1 reading decoded in place (see [`AggregateView`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ReadingView<'a> {
+    pub gateway: &'a str,
+    pub sensor: &'a str,
+    pub site: Option<&'a str>,
+    pub field: &'a str,
+    pub ts: i64,
+    pub value: f64,
+}
+
+/// Decodes a binary-v1 aggregate without copying its strings.
+pub fn decode_aggregate_binary(bytes: &[u8]) -> Result<AggregateView<'_>, WireError> {
+    let mut r = Reader { b: bytes, pos: 0 };
+    r.header(KIND_AGGREGATE)?;
+    Ok(AggregateView {
+        gateway: r.str()?,
+        sensor: r.str()?,
+        site: r.opt_str()?,
+        field: r.str()?,
+        window_start: r.i64()?,
+        window_end: r.i64()?,
+        revision: r.u64()?,
+        count: r.u64()?,
+        min: r.f64()?,
+        max: r.f64()?,
+        sum: r.f64()?,
+        first_ts: r.i64()?,
+        first: r.f64()?,
+        last_ts: r.i64()?,
+        last: r.f64()?,
+    })
+}
+
+/// Decodes a binary-v1 reading without copying its strings.
+pub fn decode_reading_binary(bytes: &[u8]) -> Result<ReadingView<'_>, WireError> {
+    let mut r = Reader { b: bytes, pos: 0 };
+    r.header(KIND_READING)?;
+    Ok(ReadingView {
+        gateway: r.str()?,
+        sensor: r.str()?,
+        site: r.opt_str()?,
+        field: r.str()?,
+        ts: r.i64()?,
+        value: r.f64()?,
+    })
+}
+
 /// Decodes an aggregate record given its `edgeflow-encoding` header value.
 pub fn decode_aggregate(encoding: &str, bytes: &[u8]) -> Result<AggregateRecord, WireError> {
     match encoding {
         ENCODING_JSON => serde_json::from_slice(bytes).map_err(|e| WireError::Json(e.to_string())),
-        ENCODING_BINARY => {
-            let mut r = Reader { b: bytes, pos: 0 };
-            r.header(KIND_AGGREGATE)?;
-            Ok(AggregateRecord {
-                gateway: r.string()?,
-                sensor: r.string()?,
-                site: r.opt_string()?,
-                field: r.string()?,
-                window_start: r.i64()?,
-                window_end: r.i64()?,
-                revision: r.u64()?,
-                count: r.u64()?,
-                min: r.f64()?,
-                max: r.f64()?,
-                sum: r.f64()?,
-                mean: 0.0,
-                first_ts: r.i64()?,
-                first: r.f64()?,
-                last_ts: r.i64()?,
-                last: r.f64()?,
-            })
-            .map(|mut a| {
-                a.mean = if a.count == 0 {
-                    0.0
-                } else {
-                    a.sum / a.count as f64
-                };
-                a
-            })
-        }
+        ENCODING_BINARY => decode_aggregate_binary(bytes).map(|v| v.to_record()),
         other => Err(WireError::Encoding(other.to_string())),
     }
 }
@@ -254,15 +327,14 @@ pub fn decode_reading(encoding: &str, bytes: &[u8]) -> Result<ReadingRecord, Wir
     match encoding {
         ENCODING_JSON => serde_json::from_slice(bytes).map_err(|e| WireError::Json(e.to_string())),
         ENCODING_BINARY => {
-            let mut r = Reader { b: bytes, pos: 0 };
-            r.header(KIND_READING)?;
+            let v = decode_reading_binary(bytes)?;
             Ok(ReadingRecord {
-                gateway: r.string()?,
-                sensor: r.string()?,
-                site: r.opt_string()?,
-                field: r.string()?,
-                ts: r.i64()?,
-                value: r.f64()?,
+                gateway: v.gateway.to_string(),
+                sensor: v.sensor.to_string(),
+                site: v.site.map(str::to_string),
+                field: v.field.to_string(),
+                ts: v.ts,
+                value: v.value,
             })
         }
         other => Err(WireError::Encoding(other.to_string())),
@@ -345,9 +417,6 @@ impl<'a> Reader<'a> {
         let at = self.pos;
         std::str::from_utf8(self.take(n)?).map_err(|_| WireError::Utf8(at))
     }
-    fn string(&mut self) -> Result<String, WireError> {
-        self.str().map(str::to_string)
-    }
     pub(crate) fn opt_str(&mut self) -> Result<Option<&'a str>, WireError> {
         let save = self.pos;
         if self.u16()? == NO_SITE {
@@ -355,9 +424,6 @@ impl<'a> Reader<'a> {
         }
         self.pos = save;
         self.str().map(Some)
-    }
-    fn opt_string(&mut self) -> Result<Option<String>, WireError> {
-        Ok(self.opt_str()?.map(str::to_string))
     }
 }
 

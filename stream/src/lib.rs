@@ -1,3 +1,14 @@
-//! edgeflow stream: partitioned Arrow/DataFusion operators over the ingested streams,
-//! event time and watermarks, windows, live tables, SQL, the partition-assignment core and
-//! checkpoints. Built by the stream-processor work; see `docs/architecture.md`.
+//! `edgeflow-stream`: the processor's operators and SQL over live streams.
+
+pub mod accum;
+pub mod engine;
+pub mod error;
+pub mod live;
+pub mod operator;
+pub mod plan;
+pub mod query;
+pub mod udf;
+pub mod watermark;
+pub mod window;
+
+pub use error::{Error, Result};

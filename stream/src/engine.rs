@@ -1,0 +1,433 @@
+//! The engine of a processor node: declared streams, reference tables, running
+//! continuous queries and the live tables that pull queries read.
+//!
+//! The engine does no I/O of its own: batches come in through [`Engine::process`],
+//! results go out as [`QueryOutput`]s for the caller to hand to sinks. Pull queries run
+//! on [`Engine::pull_context`], which shares the live tables and can be used
+//! concurrently with processing.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::config::Dialect;
+use datafusion::datasource::MemTable;
+use datafusion::execution::context::SQLOptions;
+use datafusion::prelude::{CsvReadOptions, ParquetReadOptions, SessionConfig, SessionContext};
+use edgeflow_ingest::format::Format;
+
+use crate::live::LiveTable;
+use crate::plan::{compile, describe, planning_context, slot_table, Slot};
+use crate::query::{QueryRuntime, QueryStats};
+use crate::{udf, Error, Result};
+
+/// A stream declared in config.
+#[derive(Clone, Debug)]
+pub struct StreamDecl {
+    /// Table name in SQL.
+    pub name: String,
+    pub format: Format,
+    pub watermark_delay_ms: i64,
+    pub idle_timeout_ms: i64,
+    /// Key columns of the `<name>_latest` table (empty: no such table).
+    pub latest_key: Vec<String>,
+    /// Rows kept in the latest table.
+    pub latest_rows: usize,
+}
+
+/// A continuous query to run.
+#[derive(Clone, Debug)]
+pub struct QueryDecl {
+    pub name: String,
+    pub sql: String,
+    pub allowed_lateness_ms: i64,
+    /// Rows kept in the query's live table.
+    pub live_rows: usize,
+}
+
+/// What a query produced in one step.
+#[derive(Debug)]
+pub struct QueryOutput {
+    pub query: String,
+    pub rows: Vec<RecordBatch>,
+    pub late: Vec<RecordBatch>,
+}
+
+/// A running query as reported to users.
+#[derive(Clone, Debug)]
+pub struct QueryInfo {
+    pub name: String,
+    pub stream: String,
+    pub sql: String,
+    pub schema: SchemaRef,
+    /// Output columns that identify a row.
+    pub identity: Vec<usize>,
+    /// Whether rows are windows (emitted when the watermark passes).
+    pub windowed: bool,
+    pub watermark: Option<i64>,
+    pub stats: QueryStats,
+}
+
+struct StreamState {
+    decl: StreamDecl,
+    latest: Option<(Arc<LiveTable>, Vec<usize>)>,
+    partitions: BTreeSet<i32>,
+}
+
+struct Running {
+    decl: QueryDecl,
+    stream: String,
+    runtime: QueryRuntime,
+    live: Arc<LiveTable>,
+    windowed: bool,
+}
+
+/// The processor's streams, tables and queries.
+pub struct Engine {
+    pull: SessionContext,
+    refs: BTreeMap<String, Arc<MemTable>>,
+    streams: BTreeMap<String, StreamState>,
+    queries: BTreeMap<String, Running>,
+}
+
+impl Default for Engine {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn check_name(kind: &str, name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !name.starts_with(|c: char| c.is_ascii_digit());
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Name(format!(
+            "{kind} name `{name}` must be letters, digits and _ (not starting with a digit), so SQL can name it"
+        )))
+    }
+}
+
+impl Engine {
+    pub fn new() -> Self {
+        let pull =
+            SessionContext::new_with_config(SessionConfig::new().with_information_schema(true));
+        udf::register(&pull);
+        Self {
+            pull,
+            refs: BTreeMap::new(),
+            streams: BTreeMap::new(),
+            queries: BTreeMap::new(),
+        }
+    }
+
+    /// The context pull queries run on (live tables, latest tables, reference tables).
+    pub fn pull_context(&self) -> SessionContext {
+        self.pull.clone()
+    }
+
+    fn taken(&self, name: &str) -> bool {
+        self.streams.contains_key(name)
+            || self.refs.contains_key(name)
+            || self.queries.contains_key(name)
+            || self.streams.keys().any(|s| format!("{s}_latest") == name)
+    }
+
+    /// Declares a stream.
+    pub fn add_stream(&mut self, decl: StreamDecl) -> Result<()> {
+        check_name("stream", &decl.name)?;
+        if self.taken(&decl.name) {
+            return Err(Error::Name(format!(
+                "`{}` is already a stream, table or query",
+                decl.name
+            )));
+        }
+        let schema = decl.format.schema();
+        let latest = if decl.latest_key.is_empty() {
+            None
+        } else {
+            let mut idx = Vec::new();
+            for k in &decl.latest_key {
+                idx.push(schema.index_of(k).map_err(|_| {
+                    Error::Config(format!(
+                        "stream `{}`: latest_key column `{k}` does not exist; columns: {}",
+                        decl.name,
+                        schema
+                            .fields()
+                            .iter()
+                            .map(|f| f.name().as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ))
+                })?);
+            }
+            let t = Arc::new(LiveTable::new(schema, idx.clone(), decl.latest_rows)?);
+            self.pull
+                .register_table(format!("{}_latest", decl.name), t.clone())?;
+            Some((t, idx))
+        };
+        self.streams.insert(
+            decl.name.clone(),
+            StreamState {
+                decl,
+                latest,
+                partitions: BTreeSet::new(),
+            },
+        );
+        Ok(())
+    }
+
+    /// Loads a static reference table (CSV with a header row, or Parquet) into memory.
+    pub async fn add_reference_table(&mut self, name: &str, path: &str) -> Result<()> {
+        check_name("table", name)?;
+        if self.taken(name) {
+            return Err(Error::Name(format!(
+                "`{name}` is already a stream, table or query"
+            )));
+        }
+        let ctx = SessionContext::new();
+        let df = if path.ends_with(".parquet") {
+            ctx.read_parquet(path, ParquetReadOptions::default()).await
+        } else if path.ends_with(".csv") {
+            ctx.read_csv(path, CsvReadOptions::new().has_header(true))
+                .await
+        } else {
+            return Err(Error::Config(format!(
+                "table `{name}`: `{path}` must end in .csv or .parquet"
+            )));
+        }
+        .map_err(|e| {
+            Error::Config(format!(
+                "table `{name}`: cannot read `{path}`: {}",
+                describe(e)
+            ))
+        })?;
+        let schema = Arc::new(df.schema().as_arrow().clone());
+        let batches = df.collect().await?;
+        let table = Arc::new(MemTable::try_new(schema, vec![batches])?);
+        self.pull.register_table(name, table.clone())?;
+        self.refs.insert(name.to_string(), table);
+        Ok(())
+    }
+
+    /// Starts tracking a partition of a stream (its watermark waits for it).
+    pub fn add_partition(&mut self, stream: &str, partition: i32, now_ms: i64) -> Result<()> {
+        let s = self
+            .streams
+            .get_mut(stream)
+            .ok_or_else(|| Error::Name(format!("no stream `{stream}`")))?;
+        s.partitions.insert(partition);
+        for q in self.queries.values_mut().filter(|q| q.stream == stream) {
+            q.runtime.add_partition(partition, now_ms);
+        }
+        Ok(())
+    }
+
+    /// Plans and starts a continuous query.
+    pub async fn create_query(&mut self, decl: QueryDecl, now_ms: i64) -> Result<QueryInfo> {
+        check_name("query", &decl.name)?;
+        if self.taken(&decl.name) {
+            return Err(Error::Name(format!(
+                "`{}` is already a stream, table or query",
+                decl.name
+            )));
+        }
+        // Which stream does it read?
+        let state = self.pull.state();
+        let stmt = state
+            .sql_to_statement(&decl.sql, &Dialect::Generic)
+            .map_err(|e| Error::Sql(describe(e)))?;
+        let tables = state
+            .resolve_table_references(&stmt)
+            .map_err(|e| Error::Sql(describe(e)))?;
+        let used: BTreeSet<String> = tables
+            .iter()
+            .map(|t| t.table().to_string())
+            .filter(|t| self.streams.contains_key(t))
+            .collect();
+        let stream = match used.len() {
+            1 => used.into_iter().next().unwrap_or_default(),
+            0 => {
+                return Err(Error::Sql(format!(
+                    "a continuous query reads one stream; declared streams: {}",
+                    self.streams.keys().cloned().collect::<Vec<_>>().join(", ")
+                )))
+            }
+            _ => {
+                return Err(Error::Sql(format!(
+                    "a continuous query reads exactly one stream; this one reads {}",
+                    used.into_iter().collect::<Vec<_>>().join(", ")
+                )))
+            }
+        };
+        let s = &self.streams[&stream];
+        let ctx = planning_context();
+        let slot = Arc::new(Slot::default());
+        ctx.register_table(
+            stream.as_str(),
+            Arc::new(slot_table(s.decl.format.schema(), slot.clone())?),
+        )?;
+        for (name, t) in &self.refs {
+            ctx.register_table(name.as_str(), t.clone())?;
+        }
+        let compiled = compile(&ctx, &decl.sql, slot).await?;
+        let windowed = matches!(compiled.kind, crate::plan::CompiledKind::Windowed(_));
+        let identity = if windowed {
+            compiled.identity.clone()
+        } else {
+            // A filter/projection row is identified by its content.
+            (0..compiled.output_schema.fields().len()).collect()
+        };
+        let mut runtime = QueryRuntime::new(
+            compiled,
+            s.decl.watermark_delay_ms,
+            s.decl.idle_timeout_ms,
+            decl.allowed_lateness_ms,
+        )?;
+        for p in &s.partitions {
+            runtime.add_partition(*p, now_ms);
+        }
+        let schema = runtime.schema();
+        let live = Arc::new(LiveTable::new(
+            schema.clone(),
+            identity.clone(),
+            decl.live_rows,
+        )?);
+        self.pull.register_table(decl.name.as_str(), live.clone())?;
+        let info = QueryInfo {
+            name: decl.name.clone(),
+            stream: stream.clone(),
+            sql: decl.sql.clone(),
+            schema,
+            identity,
+            windowed,
+            watermark: None,
+            stats: QueryStats::default(),
+        };
+        self.queries.insert(
+            decl.name.clone(),
+            Running {
+                decl,
+                stream,
+                runtime,
+                live,
+                windowed,
+            },
+        );
+        Ok(info)
+    }
+
+    /// Stops a continuous query and removes its live table.
+    pub fn drop_query(&mut self, name: &str) -> Result<()> {
+        if self.queries.remove(name).is_none() {
+            return Err(Error::Name(format!(
+                "no continuous query `{name}`; running: {}",
+                self.queries.keys().cloned().collect::<Vec<_>>().join(", ")
+            )));
+        }
+        self.pull.deregister_table(name)?;
+        Ok(())
+    }
+
+    /// The running queries.
+    pub fn queries(&self) -> Vec<QueryInfo> {
+        self.queries
+            .values()
+            .map(|q| QueryInfo {
+                name: q.decl.name.clone(),
+                stream: q.stream.clone(),
+                sql: q.decl.sql.clone(),
+                schema: q.runtime.schema(),
+                identity: if q.windowed {
+                    q.runtime.identity().to_vec()
+                } else {
+                    (0..q.runtime.schema().fields().len()).collect()
+                },
+                windowed: q.windowed,
+                watermark: q.runtime.watermark(),
+                stats: q.runtime.stats(),
+            })
+            .collect()
+    }
+
+    /// The declared streams' names.
+    pub fn stream_names(&self) -> Vec<String> {
+        self.streams.keys().cloned().collect()
+    }
+
+    /// One batch of a stream's partition: feeds the latest table and every query on
+    /// the stream.
+    pub async fn process(
+        &mut self,
+        stream: &str,
+        partition: i32,
+        batch: RecordBatch,
+        max_event_time: Option<i64>,
+        now_ms: i64,
+    ) -> Result<Vec<QueryOutput>> {
+        let s = self
+            .streams
+            .get(stream)
+            .ok_or_else(|| Error::Name(format!("no stream `{stream}`")))?;
+        if let Some((t, _)) = &s.latest {
+            t.insert(&batch)?;
+        }
+        let mut out = Vec::new();
+        for q in self.queries.values_mut().filter(|q| q.stream == stream) {
+            let o = q
+                .runtime
+                .process(partition, batch.clone(), max_event_time, now_ms)
+                .await?;
+            for b in &o.rows {
+                q.live.insert(b)?;
+            }
+            if !o.rows.is_empty() || !o.late.is_empty() {
+                out.push(QueryOutput {
+                    query: q.decl.name.clone(),
+                    rows: o.rows,
+                    late: o.late,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Processing time passed (idle partitions may let windows close).
+    pub fn tick(&mut self, now_ms: i64) -> Result<Vec<QueryOutput>> {
+        let mut out = Vec::new();
+        for q in self.queries.values_mut() {
+            let rows = q.runtime.tick(now_ms)?;
+            for b in &rows {
+                q.live.insert(b)?;
+            }
+            if !rows.is_empty() {
+                out.push(QueryOutput {
+                    query: q.decl.name.clone(),
+                    rows,
+                    late: Vec::new(),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Runs a pull query.
+    pub async fn pull(&self, sql: &str) -> Result<Vec<RecordBatch>> {
+        pull(&self.pull, sql).await
+    }
+}
+
+/// Runs a pull query on a context (SELECT only; errors say where).
+pub async fn pull(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>> {
+    let options = SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false);
+    let df = ctx
+        .sql_with_options(sql, options)
+        .await
+        .map_err(|e| Error::Sql(describe(e)))?;
+    df.collect().await.map_err(|e| Error::Sql(describe(e)))
+}

@@ -1,0 +1,311 @@
+//! A running continuous query on one processor: per-partition window state, the
+//! query's watermark, and the final stage that emits rows.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Float64Array, RecordBatch, TimestampMillisecondArray,
+    UInt32Array,
+};
+use datafusion::arrow::compute::{cast, filter_record_batch, take_record_batch};
+use datafusion::arrow::datatypes::{Float64Type, SchemaRef, TimestampMillisecondType};
+use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::physical_plan::collect;
+
+use crate::operator::{Emitted, FinalWindows, PartitionWindows};
+use crate::plan::{Compiled, CompiledKind, PostStep, WindowedPlan};
+use crate::watermark::WatermarkTracker;
+use crate::{Error, Result};
+
+/// What one step of a query produced.
+#[derive(Debug, Default)]
+pub struct Output {
+    /// Result rows (the query's output schema).
+    pub rows: Vec<RecordBatch>,
+    /// Late rows, as the pre-aggregation projection saw them (keys, `__ts`, args).
+    pub late: Vec<RecordBatch>,
+}
+
+/// Counters of a query.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct QueryStats {
+    pub rows_in: u64,
+    pub rows_out: u64,
+    pub late_rows: u64,
+    pub open_groups: u64,
+}
+
+/// A continuous query's runtime state on this processor.
+pub struct QueryRuntime {
+    compiled: Compiled,
+    watermarks: WatermarkTracker,
+    partitions: BTreeMap<i32, PartitionWindows>,
+    fin: Option<FinalWindows>,
+    converter: Option<RowConverter>,
+    lateness: i64,
+    stats: QueryStats,
+}
+
+impl QueryRuntime {
+    /// `delay_ms` / `idle_ms`: the stream's watermark delay and idle timeout;
+    /// `lateness_ms`: how long windows accept late rows after they closed.
+    pub fn new(compiled: Compiled, delay_ms: i64, idle_ms: i64, lateness_ms: i64) -> Result<Self> {
+        let (fin, converter) = match &compiled.kind {
+            CompiledKind::Windowed(w) => {
+                let fields: Vec<SortField> = (0..w.n_keys)
+                    .map(|i| SortField::new(w.pre.schema().field(i).data_type().clone()))
+                    .collect();
+                let conv = if fields.is_empty() {
+                    None
+                } else {
+                    Some(RowConverter::new(fields)?)
+                };
+                (
+                    Some(FinalWindows::new(w.spec, w.kinds.clone(), lateness_ms)),
+                    conv,
+                )
+            }
+            CompiledKind::Stateless(_) => (None, None),
+        };
+        Ok(Self {
+            compiled,
+            watermarks: WatermarkTracker::new(delay_ms, idle_ms),
+            partitions: BTreeMap::new(),
+            fin,
+            converter,
+            lateness: lateness_ms,
+            stats: QueryStats::default(),
+        })
+    }
+
+    /// The output schema.
+    pub fn schema(&self) -> SchemaRef {
+        self.compiled.output_schema.clone()
+    }
+
+    /// Output columns that identify a row.
+    pub fn identity(&self) -> &[usize] {
+        &self.compiled.identity
+    }
+
+    /// The query's watermark (ms).
+    pub fn watermark(&self) -> Option<i64> {
+        self.watermarks.current()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> QueryStats {
+        let mut s = self.stats.clone();
+        s.open_groups = self
+            .partitions
+            .values()
+            .map(|p| p.open_groups() as u64)
+            .sum::<u64>()
+            + self.fin.as_ref().map_or(0, |f| f.groups() as u64);
+        s
+    }
+
+    /// Starts tracking a partition (so the watermark waits for it).
+    pub fn add_partition(&mut self, partition: i32, now_ms: i64) {
+        self.watermarks.add_partition(partition, now_ms);
+    }
+
+    /// Processes one batch of a partition of the stream.
+    pub async fn process(
+        &mut self,
+        partition: i32,
+        batch: RecordBatch,
+        max_event_time: Option<i64>,
+        now_ms: i64,
+    ) -> Result<Output> {
+        self.stats.rows_in += batch.num_rows() as u64;
+        let mut out = Output::default();
+        self.compiled.slot.set(batch);
+        let plan = match &self.compiled.kind {
+            CompiledKind::Windowed(w) => w.pre.clone(),
+            CompiledKind::Stateless(p) => p.clone(),
+        };
+        let produced = collect(plan, self.compiled.task_ctx.clone()).await?;
+        match &self.compiled.kind {
+            CompiledKind::Stateless(_) => {
+                for b in produced {
+                    if b.num_rows() > 0 {
+                        self.stats.rows_out += b.num_rows() as u64;
+                        out.rows.push(b);
+                    }
+                }
+                if let Some(t) = max_event_time {
+                    self.watermarks.observe(partition, t, now_ms);
+                }
+                return Ok(out);
+            }
+            CompiledKind::Windowed(w) => {
+                let wm = self.watermarks.current();
+                let lateness = self.lateness;
+                // Sessions of one key can span partitions (e.g. GROUP BY site) and
+                // only merge correctly while open, so session windows share one
+                // first stage; fixed windows keep one per partition.
+                let slot = if matches!(w.spec, crate::window::WindowSpec::Session { .. }) {
+                    0
+                } else {
+                    partition
+                };
+                let part = self
+                    .partitions
+                    .entry(slot)
+                    .or_insert_with(|| PartitionWindows::new(w.spec, w.kinds.clone(), lateness));
+                for b in produced {
+                    let late = fold(part, w, self.converter.as_ref(), &b, wm)?;
+                    if !late.is_empty() {
+                        self.stats.late_rows += late.len() as u64;
+                        let idx =
+                            UInt32Array::from(late.iter().map(|&i| i as u32).collect::<Vec<_>>());
+                        out.late.push(take_record_batch(&b, &idx)?);
+                    }
+                }
+            }
+        }
+        if let Some(t) = max_event_time {
+            self.watermarks.observe(partition, t, now_ms);
+        }
+        out.rows = self.emit()?;
+        Ok(out)
+    }
+
+    /// Processing time passed: idle partitions may release the watermark.
+    pub fn tick(&mut self, now_ms: i64) -> Result<Vec<RecordBatch>> {
+        self.watermarks.tick(now_ms);
+        self.emit()
+    }
+
+    fn emit(&mut self) -> Result<Vec<RecordBatch>> {
+        let (Some(wm), Some(fin), CompiledKind::Windowed(w)) = (
+            self.watermarks.current(),
+            self.fin.as_mut(),
+            &self.compiled.kind,
+        ) else {
+            return Ok(Vec::new());
+        };
+        for p in self.partitions.values_mut() {
+            fin.merge(p.drain(wm));
+        }
+        let emitted = fin.emit(wm);
+        if emitted.is_empty() {
+            return Ok(Vec::new());
+        }
+        let batch = window_batch(w, self.converter.as_ref(), &emitted)?;
+        let batch = post(&w.post, batch)?;
+        self.stats.rows_out += batch.num_rows() as u64;
+        Ok(if batch.num_rows() == 0 {
+            Vec::new()
+        } else {
+            vec![batch]
+        })
+    }
+}
+
+/// Folds one pre-projected batch into a partition's windows; returns late row indexes.
+fn fold(
+    part: &mut PartitionWindows,
+    w: &WindowedPlan,
+    converter: Option<&RowConverter>,
+    b: &RecordBatch,
+    wm: Option<i64>,
+) -> Result<Vec<usize>> {
+    let rows = match converter {
+        Some(c) => Some(c.convert_columns(&b.columns()[..w.n_keys])?),
+        None => None,
+    };
+    let ts_col = b
+        .column(w.n_keys)
+        .as_primitive::<TimestampMillisecondType>();
+    if ts_col.null_count() > 0 {
+        // Rows without an event time cannot be placed in a window: drop them here.
+        let keep = BooleanArray::from_iter(ts_col.iter().map(|v| Some(v.is_some())));
+        let b = filter_record_batch(b, &keep)?;
+        return fold(part, w, converter, &b, wm);
+    }
+    let ts = ts_col.values();
+    let args: Vec<Option<&Float64Array>> = w
+        .arg_columns
+        .iter()
+        .map(|c| c.map(|i| b.column(i).as_primitive::<Float64Type>()))
+        .collect();
+    let late = match &rows {
+        Some(r) => part.process(|i| r.row(i).data(), ts, &args, wm),
+        None => part.process(|_| &[], ts, &args, wm),
+    };
+    Ok(late)
+}
+
+/// Emitted windows as a batch of the aggregate's output schema.
+fn window_batch(
+    w: &WindowedPlan,
+    converter: Option<&RowConverter>,
+    emitted: &[Emitted],
+) -> Result<RecordBatch> {
+    let mut keys: Vec<ArrayRef> = match converter {
+        Some(c) => {
+            let parser = c.parser();
+            c.convert_rows(emitted.iter().map(|e| parser.parse(&e.key)))?
+        }
+        None => Vec::new(),
+    };
+    let schema = &w.agg_schema;
+    let starts =
+        TimestampMillisecondArray::from(emitted.iter().map(|e| e.start).collect::<Vec<_>>())
+            .with_timezone_opt(match schema.field(w.window_pos).data_type() {
+                datafusion::arrow::datatypes::DataType::Timestamp(_, tz) => tz.clone(),
+                _ => None,
+            });
+    keys.insert(w.window_pos, Arc::new(starts));
+    let n_group = keys.len();
+    let mut cols = keys;
+    for (j, _) in w.kinds.iter().enumerate() {
+        let vals = Float64Array::from(emitted.iter().map(|e| e.values[j]).collect::<Vec<_>>());
+        let target = schema.field(n_group + j).data_type();
+        cols.push(to_type(Arc::new(vals), target)?);
+    }
+    // The aggregate schema's fields may be declared non-nullable where our values are
+    // not null; build with its field list.
+    Ok(RecordBatch::try_new(schema.clone(), cols)?)
+}
+
+fn to_type(a: ArrayRef, target: &datafusion::arrow::datatypes::DataType) -> Result<ArrayRef> {
+    use datafusion::arrow::datatypes::DataType as T;
+    if a.data_type() == target {
+        return Ok(a);
+    }
+    let via_int = matches!(
+        target,
+        T::Timestamp(..) | T::Date32 | T::Date64 | T::Duration(_)
+    );
+    let a = if via_int { cast(&a, &T::Int64)? } else { a };
+    cast(&a, target).map_err(Error::from)
+}
+
+fn post(steps: &[PostStep], mut batch: RecordBatch) -> Result<RecordBatch> {
+    for s in steps {
+        batch = match s {
+            PostStep::Filter(pred) => {
+                let v = pred.evaluate(&batch)?.into_array(batch.num_rows())?;
+                let mask = v
+                    .as_boolean_opt()
+                    .ok_or_else(|| Error::Sql("HAVING must be a boolean condition".into()))?;
+                filter_record_batch(&batch, mask)?
+            }
+            PostStep::Project(exprs, schema) => {
+                let cols = exprs
+                    .iter()
+                    .map(|e| {
+                        e.evaluate(&batch)
+                            .and_then(|v| v.into_array(batch.num_rows()))
+                    })
+                    .collect::<datafusion::error::Result<Vec<_>>>()?;
+                RecordBatch::try_new(schema.clone(), cols)?
+            }
+        };
+    }
+    Ok(batch)
+}
