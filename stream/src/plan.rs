@@ -140,6 +140,15 @@ pub struct Compiled {
     /// The per-batch plan's input.
     pub slot: Arc<Slot>,
     pub task_ctx: Arc<TaskContext>,
+    /// The per-batch plan holds state between executions (a join's build side) and
+    /// must be reset before each one.
+    pub reset: bool,
+}
+
+/// Whether a physical plan caches state across executions (joins keep their build
+/// side), so that re-running it on the next batch would reuse the first batch's rows.
+fn has_join(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    plan.name().contains("Join") || plan.children().iter().any(|c| has_join(c))
 }
 
 fn sql_err(msg: impl Into<String>) -> Error {
@@ -200,6 +209,7 @@ pub async fn compile(ctx: &SessionContext, sql: &str, slot: Arc<Slot>) -> Result
         let output_schema = Arc::new(plan.schema().as_arrow().clone());
         let physical = state.create_physical_plan(&plan).await?;
         return Ok(Compiled {
+            reset: has_join(&physical),
             kind: CompiledKind::Stateless(physical),
             identity: Vec::new(),
             output_schema,
@@ -322,6 +332,7 @@ pub async fn compile(ctx: &SessionContext, sql: &str, slot: Arc<Slot>) -> Result
         }
     }
     Ok(Compiled {
+        reset: has_join(&pre),
         kind: CompiledKind::Windowed(WindowedPlan {
             spec,
             pre,

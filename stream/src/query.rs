@@ -12,6 +12,7 @@ use datafusion::arrow::compute::{cast, filter_record_batch, take_record_batch};
 use datafusion::arrow::datatypes::{Float64Type, SchemaRef, TimestampMillisecondType};
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::physical_plan::collect;
+use datafusion::physical_plan::execution_plan::reset_plan_states;
 
 use crate::operator::{Emitted, FinalWindows, PartitionWindows};
 use crate::plan::{Compiled, CompiledKind, PostStep, WindowedPlan};
@@ -125,6 +126,11 @@ impl QueryRuntime {
         let plan = match &self.compiled.kind {
             CompiledKind::Windowed(w) => w.pre.clone(),
             CompiledKind::Stateless(p) => p.clone(),
+        };
+        let plan = if self.compiled.reset {
+            reset_plan_states(plan)?
+        } else {
+            plan
         };
         let produced = collect(plan, self.compiled.task_ctx.clone()).await?;
         match &self.compiled.kind {
