@@ -9,7 +9,9 @@
 #   * edgeflow/debian-base:bookworm, a debootstrapped Debian bookworm minbase rootfs
 #     (with mosquitto) imported into Docker; the rootfs tarball is cached in $CACHE so a
 #     `docker system prune` is quick to recover from;
-#   * edgeflow/mosquitto:local and edgeflow/tansu:local, built from docker/ on that base.
+#   * edgeflow/mosquitto:local and edgeflow/tansu:local, built from docker/ on that base;
+#   * a throwaway PostgreSQL cluster (Debian's server) on 127.0.0.1:55432 for the sink
+#     tests, and the psql client the tests run.
 #
 # Cache: ${EDGEFLOW_CACHE:-$HOME/.cache/edgeflow}. A warm run takes a second or two.
 #
@@ -21,6 +23,7 @@
 #   EDGEFLOW_MQTT_IMAGE=edgeflow/mosquitto:local
 #   EDGEFLOW_KAFKA_IMAGE=edgeflow/tansu:local
 #   EDGEFLOW_KAFKA_FLAVOR=tansu
+#   EDGEFLOW_POSTGRES_URL=postgres://edgeflow@127.0.0.1:55432/postgres
 #
 # Fails (non-zero, with a message saying what is missing) if anything cannot be had.
 
@@ -43,6 +46,8 @@ _edgeflow_test_env() (
     # Packages on the host.
     local host_packages=(
         debootstrap mosquitto-clients openssl
+        # PostgreSQL: the server behind the sink tests, and the real psql client
+        postgresql postgresql-client
         # librdkafka (rdkafka-sys: cmake build, ssl, zstd) and tansu
         build-essential cmake pkg-config libssl-dev zlib1g-dev libzstd-dev
         libcurl4-openssl-dev libsasl2-dev protobuf-compiler
@@ -179,6 +184,28 @@ _edgeflow_test_env() (
     fi
     build_image edgeflow/tansu:local "$tansu_ctx"
 
+    # PostgreSQL for the sink tests: Debian's server, a private throwaway cluster on a
+    # fixed local port (trust authentication, loopback only, no fsync: test data only).
+    local pg_bin pgport="${EDGEFLOW_PG_PORT:-55432}"
+    local pgdata="${TMPDIR:-/tmp}/edgeflow-pg-$pgport"
+    pg_bin="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)"
+    [[ -n $pg_bin && -x $pg_bin/initdb ]] || die "PostgreSQL server binaries not found; apt-get install postgresql"
+    local as_pg=()
+    if [[ $(id -u) == 0 ]]; then as_pg=(runuser -u postgres --); fi
+    if [[ ! -f $pgdata/PG_VERSION ]]; then
+        rm -rf "$pgdata"
+        mkdir -p "$pgdata"
+        if [[ ${#as_pg[@]} -gt 0 ]]; then chown postgres:postgres "$pgdata"; fi
+        "${as_pg[@]}" "$pg_bin/initdb" -D "$pgdata" -A trust -U edgeflow >"$pgdata.initdb.log" 2>&1 ||
+            die "initdb failed: $(tail -5 "$pgdata.initdb.log")"
+    fi
+    if ! "${as_pg[@]}" "$pg_bin/pg_ctl" -D "$pgdata" status >/dev/null 2>&1; then
+        log "starting PostgreSQL on 127.0.0.1:$pgport"
+        "${as_pg[@]}" "$pg_bin/pg_ctl" -D "$pgdata" -l "$pgdata/server.log" -w -t 60 \
+            -o "-p $pgport -k $pgdata -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=off" \
+            start >/dev/null || die "PostgreSQL did not start: $(tail -5 "$pgdata/server.log")"
+    fi
+
     # Smoke-check freshly built images (e.g. a shared library missing from the rootfs).
     local tag out
     for tag in "${rebuilt[@]}"; do
@@ -201,7 +228,9 @@ if _edgeflow_test_env; then
     export EDGEFLOW_MQTT_IMAGE=edgeflow/mosquitto:local
     export EDGEFLOW_KAFKA_IMAGE=edgeflow/tansu:local
     export EDGEFLOW_KAFKA_FLAVOR=tansu
+    export EDGEFLOW_POSTGRES_URL="postgres://edgeflow@127.0.0.1:${EDGEFLOW_PG_PORT:-55432}/postgres"
     if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
+        echo "export EDGEFLOW_POSTGRES_URL=$EDGEFLOW_POSTGRES_URL"
         echo "export EDGEFLOW_MQTT_IMAGE=$EDGEFLOW_MQTT_IMAGE"
         echo "export EDGEFLOW_KAFKA_IMAGE=$EDGEFLOW_KAFKA_IMAGE"
         echo "export EDGEFLOW_KAFKA_FLAVOR=$EDGEFLOW_KAFKA_FLAVOR"

@@ -3,7 +3,9 @@
 //! The gateway agent is the `edgeflow-edge` binary. This one carries the tools around it:
 //! - `edgeflow simulate`: publishes synthetic sensor readings over MQTT;
 //! - `edgeflow create-topics`: creates the Kafka topics the agent writes to;
-//! - `edgeflow tail`: prints the records of a Kafka topic, decoded from the edge wire format.
+//! - `edgeflow tail`: prints the records of a Kafka topic, decoded from the edge wire format;
+//! - `edgeflow process`: runs a stream processor node (`configs/processor.toml`);
+//! - `edgeflow sql`: runs a statement on a processor over HTTP and prints the rows.
 
 use std::io::Write as _;
 use std::time::{Duration, Instant};
@@ -61,6 +63,23 @@ enum Cmd {
         partitions: i32,
         topics: Vec<String>,
     },
+    /// Run a stream processor: Kafka partitions through continuous queries into sinks;
+    /// SQL over the PostgreSQL wire protocol and HTTP.
+    Process {
+        #[arg(long, default_value = "configs/processor.toml")]
+        config: std::path::PathBuf,
+        /// Check the configuration and exit.
+        #[arg(long)]
+        check_config: bool,
+    },
+    /// Run one SQL statement on a processor (pull query, or CREATE/DROP MATERIALIZED
+    /// VIEW) and print the result.
+    Sql {
+        /// The processor's HTTP address (`server.http_listen`).
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        server: String,
+        statement: String,
+    },
     /// Print a topic's records from the beginning of every partition as JSON lines.
     Tail {
         #[arg(long, default_value = "localhost:9092")]
@@ -95,7 +114,105 @@ fn main() -> Result<()> {
             topic,
             follow,
         } => tail(&brokers, &topic, follow),
+        Cmd::Process {
+            config,
+            check_config,
+        } => {
+            let cfg = edgeflow::processor::ProcessorConfig::load(&config)?;
+            if check_config {
+                rt.block_on(edgeflow::processor::check(&cfg))
+                    .with_context(|| format!("{}", config.display()))?;
+                println!("{}: ok", config.display());
+                return Ok(());
+            }
+            init_tracing();
+            rt.block_on(edgeflow::processor::run(cfg, shutdown_signal()))
+        }
+        Cmd::Sql { server, statement } => rt.block_on(sql(&server, &statement)),
     }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Logs go to stderr: stdout belongs to the stdout sink.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
+
+/// `edgeflow sql`: one HTTP/1.1 request to the processor's `POST /sql`, Arrow back.
+async fn sql(server: &str, statement: &str) -> Result<()> {
+    use datafusion::arrow::ipc::reader::StreamReader;
+    use datafusion::arrow::util::pretty::pretty_format_batches;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(server)
+        .await
+        .with_context(|| format!("cannot reach the processor at {server}; is `edgeflow process` running? (--server = its server.http_listen)"))?;
+    let req = format!(
+        "POST /sql HTTP/1.1\r\nHost: {server}\r\nAccept: application/vnd.apache.arrow.stream\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{statement}",
+        statement.len()
+    );
+    conn.write_all(req.as_bytes()).await?;
+    let mut resp = Vec::new();
+    conn.read_to_end(&mut resp).await?;
+    let split = resp
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .context("the processor sent no HTTP response")?;
+    let head = String::from_utf8_lossy(&resp[..split]).to_string();
+    let body = &resp[split + 4..];
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .context("malformed HTTP status line")?;
+    let content_type = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-type:")
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap_or_default();
+    if status != 200 {
+        let msg = serde_json::from_slice::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
+            .unwrap_or_else(|| String::from_utf8_lossy(body).to_string());
+        bail!("{msg}");
+    }
+    if content_type.contains("arrow") {
+        if body.is_empty() {
+            println!("(0 rows)");
+            return Ok(());
+        }
+        let reader = StreamReader::try_new(std::io::Cursor::new(body.to_vec()), None)?;
+        let batches = reader.collect::<Result<Vec<_>, _>>()?;
+        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+        println!("{}", pretty_format_batches(&batches)?);
+        println!("({rows} rows)");
+    } else {
+        println!("{}", String::from_utf8_lossy(body));
+    }
+    Ok(())
 }
 
 async fn simulate(

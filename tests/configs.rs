@@ -1,4 +1,4 @@
-//! Every file in `configs/` loads and validates.
+//! Every file in `configs/` loads and validates (processor configs: their queries plan).
 
 use std::path::Path;
 
@@ -19,8 +19,18 @@ fn every_config_file_loads() {
             edgeflow_edge::config::EdgeConfig::load(&path)
                 .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             loaded += 1;
+        } else if name.starts_with("processor") {
+            let cfg = edgeflow::processor::ProcessorConfig::load(&path)
+                .unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+            // Formats, tables and every query's SQL plan against the declared streams.
+            let rt = tokio::runtime::Runtime::new().expect("runtime");
+            rt.block_on(edgeflow::processor::check(&cfg))
+                .unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+            loaded += 1;
         } else {
-            panic!("{name}: no loader knows this config; name edge agent configs edge*.toml");
+            panic!(
+                "{name}: no loader knows this config; name edge agent configs edge*.toml and processor configs processor*.toml"
+            );
         }
     }
     assert!(loaded > 0, "no configs found in {}", dir.display());

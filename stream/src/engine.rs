@@ -65,6 +65,11 @@ pub struct QueryInfo {
     pub identity: Vec<usize>,
     /// Whether rows are windows (emitted when the watermark passes).
     pub windowed: bool,
+    /// The output column holding the window start.
+    pub window_column: Option<usize>,
+    /// The window's length (tumble/hop size, session gap), ms.
+    pub window_len_ms: Option<i64>,
+    pub allowed_lateness_ms: i64,
     pub watermark: Option<i64>,
     pub stats: QueryStats,
 }
@@ -303,6 +308,9 @@ impl Engine {
             schema,
             identity,
             windowed,
+            window_column: runtime.window_column(),
+            window_len_ms: runtime.window_len_ms(),
+            allowed_lateness_ms: decl.allowed_lateness_ms,
             watermark: None,
             stats: QueryStats::default(),
         };
@@ -346,6 +354,9 @@ impl Engine {
                     (0..q.runtime.schema().fields().len()).collect()
                 },
                 windowed: q.windowed,
+                window_column: q.runtime.window_column(),
+                window_len_ms: q.runtime.window_len_ms(),
+                allowed_lateness_ms: q.decl.allowed_lateness_ms,
                 watermark: q.runtime.watermark(),
                 stats: q.runtime.stats(),
             })

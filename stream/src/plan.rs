@@ -137,6 +137,8 @@ pub struct Compiled {
     pub output_schema: SchemaRef,
     /// Output columns that identify a row (group keys and window start).
     pub identity: Vec<usize>,
+    /// The output column holding the window start (windowed queries).
+    pub window_column: Option<usize>,
     /// The per-batch plan's input.
     pub slot: Arc<Slot>,
     pub task_ctx: Arc<TaskContext>,
@@ -212,6 +214,7 @@ pub async fn compile(ctx: &SessionContext, sql: &str, slot: Arc<Slot>) -> Result
             reset: has_join(&physical),
             kind: CompiledKind::Stateless(physical),
             identity: Vec::new(),
+            window_column: None,
             output_schema,
             slot,
             task_ctx,
@@ -331,7 +334,9 @@ pub async fn compile(ctx: &SessionContext, sql: &str, slot: Arc<Slot>) -> Result
             }
         }
     }
+    let window_column = origin.iter().position(|o| *o == Some(window_pos));
     Ok(Compiled {
+        window_column,
         reset: has_join(&pre),
         kind: CompiledKind::Windowed(WindowedPlan {
             spec,

@@ -90,6 +90,19 @@ impl QueryRuntime {
         &self.compiled.identity
     }
 
+    /// The output column holding the window start (windowed queries).
+    pub fn window_column(&self) -> Option<usize> {
+        self.compiled.window_column
+    }
+
+    /// The window's length (tumble/hop size, session gap) in ms.
+    pub fn window_len_ms(&self) -> Option<i64> {
+        match &self.compiled.kind {
+            CompiledKind::Windowed(w) => Some(w.spec.max_len()),
+            CompiledKind::Stateless(_) => None,
+        }
+    }
+
     /// The query's watermark (ms).
     pub fn watermark(&self) -> Option<i64> {
         self.watermarks.current()

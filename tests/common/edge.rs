@@ -26,6 +26,8 @@ use tempfile::TempDir;
 /// agent.wait_for_log_line("ready", Duration::from_secs(10)).await;
 /// ```
 pub struct EdgeAgentBuilder {
+    binary: Option<PathBuf>,
+    leading_args: Vec<OsString>,
     workdir: TempDir,
     config: Option<Config>,
     args: Vec<OsString>,
@@ -71,6 +73,14 @@ impl EdgeAgentBuilder {
         self
     }
 
+    /// Runs another binary with the same harness (e.g. `edgeflow process`): `binary
+    /// <leading_args..> --config <file> [args..]`.
+    pub fn program(mut self, binary: impl Into<PathBuf>, leading_args: &[&str]) -> Self {
+        self.binary = Some(binary.into());
+        self.leading_args = leading_args.iter().map(OsString::from).collect();
+        self
+    }
+
     /// Prefix of the agent's echoed log lines (default `edge`), to tell agents apart.
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
@@ -90,7 +100,8 @@ impl EdgeAgentBuilder {
             None => panic!("EdgeAgent::builder(): call .config(..) or .config_file(..) first"),
         };
         let mut agent = EdgeAgent {
-            binary: edge_binary(),
+            binary: self.binary.unwrap_or_else(edge_binary),
+            leading_args: self.leading_args,
             config_path,
             args: self.args,
             envs: self.envs,
@@ -109,6 +120,7 @@ impl EdgeAgentBuilder {
 /// are collected line by line (and echoed, prefixed, into the test's captured output).
 pub struct EdgeAgent {
     binary: PathBuf,
+    leading_args: Vec<OsString>,
     config_path: PathBuf,
     args: Vec<OsString>,
     envs: Vec<(OsString, OsString)>,
@@ -123,6 +135,8 @@ pub struct EdgeAgent {
 impl EdgeAgent {
     pub fn builder() -> EdgeAgentBuilder {
         EdgeAgentBuilder {
+            binary: None,
+            leading_args: Vec::new(),
             workdir: tempfile::Builder::new()
                 .prefix("edgeflow-edge-test-")
                 .tempdir()
@@ -268,6 +282,7 @@ impl EdgeAgent {
     fn spawn_child(&mut self) {
         let mut command = Command::new(&self.binary);
         command
+            .args(&self.leading_args)
             .arg("--config")
             .arg(&self.config_path)
             .args(&self.args)

@@ -45,10 +45,12 @@ mod docker;
 mod edge;
 mod kafka;
 mod mqtt;
+mod postgres;
 
 pub use edge::{EdgeAgent, EdgeAgentBuilder};
 pub use kafka::{ConsumedRecord, Kafka, KafkaFlavor, KafkaStorage};
 pub use mqtt::{Mosquitto, Publisher};
+pub use postgres::{psql, Postgres, PsqlOutput};
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};

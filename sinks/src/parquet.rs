@@ -1,0 +1,358 @@
+//! The Parquet sink: a windowed query's rows as Parquet files on object storage.
+//!
+//! Layout: `<url>/<query>/date=YYYY-MM-DD/<HHMMSS>-part-<k>.parquet`, where the time
+//! is the start of a *bucket* of `roll_interval` (windows are assigned to the bucket
+//! containing their start). A bucket is written once it is final: when the watermark
+//! has passed its end plus the window length plus the allowed lateness, so every
+//! window in it has been emitted and can no longer change. Its rows (the last version
+//! of each identity) are sorted by identity and cut into parts of at most
+//! `max_rows_per_file` rows. The same input therefore always gives the same files
+//! under the same names: a replay overwrites them with identical content, and an
+//! object store's `put` replaces a file atomically.
+//!
+//! Rows for a bucket already written (a session outlasting the bucket's grace period)
+//! rewrite it while it is still held (one more roll interval); later than that they go
+//! to a file named after the rows' identities, `...-late-<digest>.parquet`, so a replay
+//! overwrites that too. Open buckets live in memory until they are final; `flush`
+//! (on shutdown) writes them as they are, and a later complete write replaces them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{AsArray, RecordBatch, UInt32Array};
+use datafusion::arrow::compute::{
+    cast, concat_batches, lexsort_to_indices, take_record_batch, SortColumn,
+};
+use datafusion::arrow::datatypes::{DataType, Int64Type, TimeUnit};
+use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::basic::{Compression, ZstdLevel};
+use datafusion::parquet::file::properties::WriterProperties;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use tokio::sync::Mutex;
+
+use crate::postgres::last_per_identity;
+use crate::{Error, QueryShape, Result, Sink};
+
+#[derive(Default)]
+struct Bucket {
+    batches: Vec<RecordBatch>,
+    /// Written at least once.
+    committed: bool,
+    /// Rows arrived since the last write.
+    dirty: bool,
+}
+
+/// Writes windowed results as Parquet.
+pub struct ParquetSink {
+    name: String,
+    store: Arc<dyn ObjectStore>,
+    prefix: Path,
+    roll_ms: i64,
+    max_rows: usize,
+    buckets: Mutex<HashMap<String, BTreeMap<i64, Bucket>>>,
+}
+
+/// Opens an object store by URL: `file:///dir`, a plain directory path, `s3://bucket/prefix`
+/// (credentials from the usual `AWS_*` environment variables), `memory://`.
+pub fn open_store(location: &str) -> Result<(Arc<dyn ObjectStore>, Path)> {
+    let url = if location.contains("://") {
+        url::Url::parse(location)
+            .map_err(|e| Error::Config(format!("`{location}` is not a URL: {e}")))?
+    } else {
+        std::fs::create_dir_all(location)?;
+        let abs = std::fs::canonicalize(location)?;
+        url::Url::from_directory_path(&abs)
+            .map_err(|_| Error::Config(format!("`{location}` is not a usable directory")))?
+    };
+    if url.scheme() == "file" {
+        if let Ok(p) = url.to_file_path() {
+            std::fs::create_dir_all(p)?;
+        }
+    }
+    let opts = std::env::vars()
+        .filter(|(k, _)| k.starts_with("AWS_"))
+        .map(|(k, v)| (k.to_ascii_lowercase(), v));
+    let (store, path) = object_store::parse_url_opts(&url, opts)?;
+    Ok((Arc::from(store), path))
+}
+
+impl ParquetSink {
+    pub fn new(name: &str, location: &str, roll_ms: i64, max_rows_per_file: usize) -> Result<Self> {
+        if roll_ms <= 0 {
+            return Err(Error::Config(format!(
+                "sink `{name}`: roll_interval must be positive"
+            )));
+        }
+        let (store, prefix) = open_store(location)?;
+        Ok(Self {
+            name: name.to_string(),
+            store,
+            prefix,
+            roll_ms,
+            max_rows: max_rows_per_file.max(1),
+            buckets: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn bucket_path(&self, query: &str, bucket: i64, suffix: &str) -> Path {
+        let (date, hms) = civil(bucket);
+        let mut p = self.prefix.clone();
+        for part in [
+            query.to_string(),
+            format!("date={date}"),
+            format!("{hms}-{suffix}.parquet"),
+        ] {
+            p = p.clone().join(part);
+        }
+        p
+    }
+
+    async fn write_files(
+        &self,
+        shape: &QueryShape,
+        bucket: i64,
+        batches: &[RecordBatch],
+        late: bool,
+    ) -> Result<usize> {
+        let all = concat_batches(&shape.schema, batches)?;
+        let rows = sorted_unique(shape, &all)?;
+        let suffix_base = if late {
+            format!("late-{:016x}", digest(shape, &rows)?)
+        } else {
+            "part".to_string()
+        };
+        let mut k = 0;
+        let mut start = 0;
+        while start < rows.num_rows() || (start == 0 && rows.num_rows() == 0) {
+            let n = self.max_rows.min(rows.num_rows() - start);
+            let part = rows.slice(start, n);
+            let props = WriterProperties::builder()
+                .set_compression(Compression::ZSTD(ZstdLevel::default()))
+                .build();
+            let mut w = ArrowWriter::try_new(Vec::new(), shape.schema.clone(), Some(props))?;
+            w.write(&part)?;
+            let bytes = w.into_inner()?;
+            let path = self.bucket_path(&shape.query, bucket, &format!("{suffix_base}-{k}"));
+            self.store.put(&path, PutPayload::from(bytes)).await?;
+            k += 1;
+            start += n;
+            if n == 0 {
+                break;
+            }
+        }
+        Ok(k)
+    }
+}
+
+/// Rows sorted by identity, one per identity (the last).
+fn sorted_unique(shape: &QueryShape, batch: &RecordBatch) -> Result<RecordBatch> {
+    let b = last_per_identity(shape, batch)?;
+    if b.num_rows() == 0 || shape.identity.is_empty() {
+        return Ok(b);
+    }
+    let cols: Vec<SortColumn> = shape
+        .identity
+        .iter()
+        .map(|&i| SortColumn {
+            values: b.column(i).clone(),
+            options: None,
+        })
+        .collect();
+    let idx = lexsort_to_indices(&cols, None)?;
+    Ok(take_record_batch(&b, &idx)?)
+}
+
+/// A digest of a batch's identities (for naming late files).
+fn digest(shape: &QueryShape, rows: &RecordBatch) -> Result<u64> {
+    use datafusion::arrow::row::{RowConverter, SortField};
+    let conv = RowConverter::new(
+        shape
+            .identity
+            .iter()
+            .map(|&i| SortField::new(rows.schema().field(i).data_type().clone()))
+            .collect(),
+    )?;
+    let cols: Vec<_> = shape
+        .identity
+        .iter()
+        .map(|&i| rows.column(i).clone())
+        .collect();
+    let r = conv.convert_columns(&cols)?;
+    // FNV-1a: stable across runs and platforms.
+    let mut h = Fnv(0xcbf2_9ce4_8422_2325);
+    for i in 0..rows.num_rows() {
+        r.row(i).data().hash(&mut h);
+    }
+    Ok(h.finish())
+}
+
+struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x100_0000_01b3);
+        }
+    }
+}
+
+/// (`YYYY-MM-DD`, `HHMMSS`) of a UTC time in ms.
+pub fn civil(ms: i64) -> (String, String) {
+    let secs = ms.div_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400);
+    // Days since 1970-01-01 to a civil date (proleptic Gregorian).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (
+        format!("{y:04}-{m:02}-{d:02}"),
+        format!("{:02}{:02}{:02}", sod / 3600, (sod / 60) % 60, sod % 60),
+    )
+}
+
+#[async_trait]
+impl Sink for ParquetSink {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn open(&self, shape: &QueryShape) -> Result<()> {
+        if shape.window_column.is_none() {
+            return Err(Error::Config(format!(
+                "sink `{}` (parquet) writes windowed queries, whose files are final once their windows are; query `{}` has no window",
+                self.name, shape.query
+            )));
+        }
+        Ok(())
+    }
+
+    async fn write(&self, shape: &QueryShape, batch: &RecordBatch) -> Result<()> {
+        let Some(wcol) = shape.window_column else {
+            return Ok(());
+        };
+        let w = cast(
+            batch.column(wcol),
+            &DataType::Timestamp(TimeUnit::Millisecond, None),
+        )?;
+        let w = cast(&w, &DataType::Int64)?;
+        let w = w.as_primitive::<Int64Type>();
+        let mut by_bucket: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
+        for i in 0..batch.num_rows() {
+            let b = w.value(i).div_euclid(self.roll_ms) * self.roll_ms;
+            by_bucket.entry(b).or_default().push(i as u32);
+        }
+        let mut late = Vec::new();
+        {
+            let mut all = self.buckets.lock().await;
+            let q = all.entry(shape.query.clone()).or_default();
+            let oldest_held = q.keys().next().copied();
+            for (b, idx) in by_bucket {
+                let rows = take_record_batch(batch, &UInt32Array::from(idx))?;
+                match q.get_mut(&b) {
+                    Some(bucket) => {
+                        bucket.batches.push(rows);
+                        bucket.dirty = true;
+                    }
+                    None if oldest_held.is_some_and(|o| b < o) => late.push((b, rows)),
+                    None => {
+                        q.insert(
+                            b,
+                            Bucket {
+                                batches: vec![rows],
+                                committed: false,
+                                dirty: true,
+                            },
+                        );
+                    }
+                }
+            }
+        }
+        for (b, rows) in late {
+            tracing::warn!(query = %shape.query, bucket = b, "rows for a Parquet bucket already released; writing a late file");
+            self.write_files(shape, b, &[rows], true).await?;
+        }
+        Ok(())
+    }
+
+    async fn watermark(&self, shape: &QueryShape, wm: i64) -> Result<()> {
+        let grace = shape.window_len_ms.unwrap_or(0) + shape.allowed_lateness_ms;
+        let mut ready = Vec::new();
+        {
+            let mut all = self.buckets.lock().await;
+            let Some(q) = all.get_mut(&shape.query) else {
+                return Ok(());
+            };
+            for (b, bucket) in q.iter_mut() {
+                if bucket.dirty && b + self.roll_ms + grace <= wm {
+                    bucket.dirty = false;
+                    bucket.committed = true;
+                    ready.push((*b, bucket.batches.clone()));
+                }
+            }
+            // Hold written buckets one more roll interval, then release them.
+            q.retain(|b, bucket| {
+                !(bucket.committed && !bucket.dirty && b + 2 * self.roll_ms + grace <= wm)
+            });
+        }
+        for (b, batches) in ready {
+            let files = self.write_files(shape, b, &batches, false).await?;
+            tracing::debug!(query = %shape.query, bucket = b, files, "Parquet bucket written");
+        }
+        Ok(())
+    }
+
+    /// Writes the query's open buckets as they are (on shutdown); a later complete
+    /// write of the same bucket replaces them.
+    async fn flush(&self, shape: &QueryShape) -> Result<()> {
+        let pending: Vec<(i64, Vec<RecordBatch>)> = {
+            let mut all = self.buckets.lock().await;
+            let Some(q) = all.get_mut(&shape.query) else {
+                return Ok(());
+            };
+            q.iter_mut()
+                .filter(|(_, b)| b.dirty)
+                .map(|(k, b)| {
+                    b.dirty = false;
+                    (*k, b.batches.clone())
+                })
+                .collect()
+        };
+        for (b, batches) in pending {
+            self.write_files(shape, b, &batches, false).await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil(0), ("1970-01-01".into(), "000000".into()));
+        assert_eq!(
+            civil(1_764_000_000_000),
+            ("2025-11-24".into(), "160000".into())
+        );
+        assert_eq!(
+            civil(951_782_400_000),
+            ("2000-02-29".into(), "000000".into())
+        );
+        assert_eq!(civil(-1_000), ("1969-12-31".into(), "235959".into()));
+    }
+}

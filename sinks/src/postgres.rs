@@ -1,0 +1,307 @@
+//! The PostgreSQL sink: upserts rows into a table per query.
+//!
+//! The table (by default named after the query) is created if absent, with one
+//! column per output column and the row identity as primary key. Rows are written in
+//! multi-row `INSERT ... ON CONFLICT (identity) DO UPDATE` statements, so a window
+//! emitted again replaces its row and a replay after a crash changes nothing.
+//!
+//! Types: text ← strings, double precision ← floats, bigint ← integers, boolean,
+//! timestamptz ← timestamps. Column names longer than PostgreSQL's 63 bytes are
+//! refused: alias them in the query.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{
+    DataType, Float64Type, Int64Type, TimeUnit, TimestampMicrosecondType,
+};
+use tokio::sync::Mutex;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, NoTls};
+
+use crate::{Error, QueryShape, Result, Sink};
+
+/// PostgreSQL's limit on bind parameters per statement.
+const MAX_PARAMS: usize = 65_535;
+/// Rows per statement at most.
+const MAX_ROWS: usize = 1_000;
+
+/// Upserts rows into PostgreSQL.
+pub struct PostgresSink {
+    name: String,
+    url: String,
+    /// Table per query (default: the query's name).
+    tables: HashMap<String, String>,
+    client: Mutex<Option<Client>>,
+}
+
+fn quote(ident: &str) -> String {
+    format!("\"{}\"", ident.replace('"', "\"\""))
+}
+
+fn pg_type(t: &DataType) -> Option<&'static str> {
+    Some(match t {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "text",
+        DataType::Float16 | DataType::Float32 | DataType::Float64 | DataType::Decimal128(..) => {
+            "double precision"
+        }
+        DataType::Int8
+        | DataType::Int16
+        | DataType::Int32
+        | DataType::Int64
+        | DataType::UInt8
+        | DataType::UInt16
+        | DataType::UInt32
+        | DataType::UInt64 => "bigint",
+        DataType::Boolean => "boolean",
+        DataType::Timestamp(..) => "timestamptz",
+        _ => return None,
+    })
+}
+
+impl PostgresSink {
+    /// `url`: `postgres://user:password@host:port/db`; `tables`: query → table.
+    pub fn new(name: &str, url: &str, tables: HashMap<String, String>) -> Self {
+        Self {
+            name: name.to_string(),
+            url: url.to_string(),
+            tables,
+            client: Mutex::new(None),
+        }
+    }
+
+    fn table(&self, query: &str) -> String {
+        self.tables
+            .get(query)
+            .cloned()
+            .unwrap_or_else(|| query.to_string())
+    }
+
+    async fn client<'a>(&self, slot: &'a mut Option<Client>) -> Result<&'a Client> {
+        if slot.as_ref().is_none_or(|c| c.is_closed()) {
+            let (client, conn) = tokio_postgres::connect(&self.url, NoTls)
+                .await
+                .map_err(|e| {
+                    Error::Postgres(format!(
+                    "cannot connect for sink `{}`: {e}; is PostgreSQL up? check the sink's `url`",
+                    self.name
+                ))
+                })?;
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::warn!(error = %e, "PostgreSQL connection closed");
+                }
+            });
+            *slot = Some(client);
+        }
+        slot.as_ref()
+            .ok_or_else(|| Error::Postgres("no connection".into()))
+    }
+}
+
+/// The `CREATE TABLE IF NOT EXISTS` statement for a query.
+pub fn create_table_sql(table: &str, shape: &QueryShape) -> Result<String> {
+    let mut cols = Vec::new();
+    for f in shape.schema.fields() {
+        if f.name().len() > 63 {
+            return Err(Error::Config(format!(
+                "query `{}`: column name `{}` is longer than PostgreSQL's 63 bytes; alias it (AS short_name)",
+                shape.query,
+                f.name()
+            )));
+        }
+        let t = pg_type(f.data_type()).ok_or_else(|| {
+            Error::Config(format!(
+                "query `{}`: column `{}` has type {}, which the PostgreSQL sink cannot store",
+                shape.query,
+                f.name(),
+                f.data_type()
+            ))
+        })?;
+        cols.push(format!("{} {t}", quote(f.name())));
+    }
+    let pk: Vec<String> = shape.identity_names().iter().map(|n| quote(n)).collect();
+    Ok(format!(
+        "CREATE TABLE IF NOT EXISTS {} ({}, PRIMARY KEY ({}))",
+        quote(table),
+        cols.join(", "),
+        pk.join(", ")
+    ))
+}
+
+type Param = Box<dyn ToSql + Sync + Send>;
+
+/// Column values of `batch` as statement parameters, column-major.
+fn params(batch: &RecordBatch) -> Result<Vec<Vec<Param>>> {
+    let n = batch.num_rows();
+    let mut out = Vec::with_capacity(batch.num_columns());
+    for col in batch.columns() {
+        let mut v: Vec<Param> = Vec::with_capacity(n);
+        match col.data_type() {
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
+                let c = cast(col, &DataType::Utf8)?;
+                let s = c.as_string::<i32>();
+                for i in 0..n {
+                    v.push(Box::new(s.is_valid(i).then(|| s.value(i).to_string())));
+                }
+            }
+            DataType::Boolean => {
+                let b = col.as_boolean();
+                for i in 0..n {
+                    v.push(Box::new(b.is_valid(i).then(|| b.value(i))));
+                }
+            }
+            DataType::Timestamp(..) => {
+                let c = cast(col, &DataType::Timestamp(TimeUnit::Microsecond, None))?;
+                let t = c.as_primitive::<TimestampMicrosecondType>();
+                for i in 0..n {
+                    v.push(Box::new(t.is_valid(i).then(|| micros_to_time(t.value(i)))));
+                }
+            }
+            t if pg_type(t) == Some("bigint") => {
+                let c = cast(col, &DataType::Int64)?;
+                let x = c.as_primitive::<Int64Type>();
+                for i in 0..n {
+                    v.push(Box::new(x.is_valid(i).then(|| x.value(i))));
+                }
+            }
+            _ => {
+                let c = cast(col, &DataType::Float64)?;
+                let x = c.as_primitive::<Float64Type>();
+                for i in 0..n {
+                    v.push(Box::new(x.is_valid(i).then(|| x.value(i))));
+                }
+            }
+        }
+        out.push(v);
+    }
+    Ok(out)
+}
+
+fn micros_to_time(us: i64) -> SystemTime {
+    if us >= 0 {
+        SystemTime::UNIX_EPOCH + Duration::from_micros(us as u64)
+    } else {
+        SystemTime::UNIX_EPOCH - Duration::from_micros(us.unsigned_abs())
+    }
+}
+
+/// The upsert statement for `rows` rows.
+pub fn upsert_sql(table: &str, shape: &QueryShape, rows: usize) -> String {
+    let names: Vec<String> = shape
+        .schema
+        .fields()
+        .iter()
+        .map(|f| quote(f.name()))
+        .collect();
+    let ncols = names.len();
+    let mut values = Vec::with_capacity(rows);
+    for r in 0..rows {
+        let ps: Vec<String> = (0..ncols)
+            .map(|c| format!("${}", r * ncols + c + 1))
+            .collect();
+        values.push(format!("({})", ps.join(", ")));
+    }
+    let pk: Vec<String> = shape.identity_names().iter().map(|n| quote(n)).collect();
+    let updates: Vec<String> = shape
+        .schema
+        .fields()
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !shape.identity.contains(i))
+        .map(|(_, f)| format!("{0} = EXCLUDED.{0}", quote(f.name())))
+        .collect();
+    let conflict = if updates.is_empty() {
+        "DO NOTHING".to_string()
+    } else {
+        format!("DO UPDATE SET {}", updates.join(", "))
+    };
+    format!(
+        "INSERT INTO {} ({}) VALUES {} ON CONFLICT ({}) {conflict}",
+        quote(table),
+        names.join(", "),
+        values.join(", "),
+        pk.join(", ")
+    )
+}
+
+#[async_trait]
+impl Sink for PostgresSink {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn open(&self, shape: &QueryShape) -> Result<()> {
+        let sql = create_table_sql(&self.table(&shape.query), shape)?;
+        let mut slot = self.client.lock().await;
+        let client = self.client(&mut slot).await?;
+        client.batch_execute(&sql).await?;
+        Ok(())
+    }
+
+    async fn write(&self, shape: &QueryShape, batch: &RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        // Rows with the same identity in one statement would conflict with each other:
+        // keep the last of each.
+        let batch = last_per_identity(shape, batch)?;
+        let table = self.table(&shape.query);
+        let cols = params(&batch)?;
+        let ncols = batch.num_columns().max(1);
+        let per_stmt = (MAX_PARAMS / ncols).clamp(1, MAX_ROWS);
+        let mut slot = self.client.lock().await;
+        let client = self.client(&mut slot).await?;
+        let mut start = 0;
+        while start < batch.num_rows() {
+            let rows = per_stmt.min(batch.num_rows() - start);
+            let sql = upsert_sql(&table, shape, rows);
+            let mut refs: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(rows * ncols);
+            for r in start..start + rows {
+                for c in &cols {
+                    refs.push(c[r].as_ref() as &(dyn ToSql + Sync));
+                }
+            }
+            let stmt = client.prepare(&sql).await?;
+            client.execute(&stmt, &refs).await?;
+            start += rows;
+        }
+        Ok(())
+    }
+}
+
+/// Keeps the last row of each identity (in row order).
+pub fn last_per_identity(shape: &QueryShape, batch: &RecordBatch) -> Result<RecordBatch> {
+    use datafusion::arrow::array::UInt32Array;
+    use datafusion::arrow::compute::take_record_batch;
+    use datafusion::arrow::row::{RowConverter, SortField};
+    if shape.identity.is_empty() {
+        return Ok(batch.clone());
+    }
+    let conv = RowConverter::new(
+        shape
+            .identity
+            .iter()
+            .map(|&i| SortField::new(batch.schema().field(i).data_type().clone()))
+            .collect(),
+    )?;
+    let cols: Vec<_> = shape
+        .identity
+        .iter()
+        .map(|&i| batch.column(i).clone())
+        .collect();
+    let rows = conv.convert_columns(&cols)?;
+    let mut last: HashMap<&[u8], u32> = HashMap::new();
+    for i in 0..batch.num_rows() {
+        last.insert(rows.row(i).data(), i as u32);
+    }
+    if last.len() == batch.num_rows() {
+        return Ok(batch.clone());
+    }
+    let mut keep: Vec<u32> = last.into_values().collect();
+    keep.sort_unstable();
+    Ok(take_record_batch(batch, &UInt32Array::from(keep))?)
+}

@@ -1,0 +1,3 @@
+//! The `edgeflow` CLI's library: the processor node (`edgeflow process`).
+
+pub mod processor;

@@ -1,0 +1,451 @@
+//! The processor's configuration (`configs/processor.toml`).
+//!
+//! Every table rejects unknown keys (the error names the key); [`ProcessorConfig::validate`]
+//! reports every problem at once. Secrets come from the environment, never from the
+//! file: `EDGEFLOW_KAFKA_PROPERTY_<NAME>` sets librdkafka property `<name>` (lower
+//! case, `_` → `.`), and `EDGEFLOW_SINK_<SINK>_URL` replaces a sink's `url` (for a
+//! PostgreSQL password, say).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use edgeflow_edge::units::HumanDuration;
+use edgeflow_ingest::format::{ColumnType, Format, FormatKind};
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessorConfig {
+    /// This processor's name (logs, metrics).
+    #[serde(default = "default_node_id")]
+    pub node_id: String,
+    pub kafka: KafkaConfig,
+    #[serde(default)]
+    pub ingest: IngestConfig,
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// Streams read from Kafka; each is a table in continuous queries.
+    #[serde(default)]
+    pub streams: Vec<StreamConfig>,
+    /// Static reference tables (CSV with a header row, or Parquet).
+    #[serde(default)]
+    pub tables: Vec<TableConfig>,
+    /// Continuous queries started with the processor.
+    #[serde(default)]
+    pub queries: Vec<QueryConfig>,
+    /// Named sinks that queries write to.
+    #[serde(default)]
+    pub sinks: BTreeMap<String, SinkConfig>,
+}
+
+fn default_node_id() -> String {
+    "processor-1".into()
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// `host:port,...`
+    pub brokers: String,
+    /// librdkafka properties for every client (security settings and the like).
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestConfig {
+    /// A partition's batch closes at this many rows...
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// ...or when its first row has waited this long.
+    #[serde(default = "default_linger")]
+    pub linger: HumanDuration,
+    /// Records that do not decode go here, with the reason in headers.
+    #[serde(default = "default_dead_letter_topic")]
+    pub dead_letter_topic: String,
+}
+
+fn default_batch_size() -> usize {
+    8192
+}
+fn default_linger() -> HumanDuration {
+    "50ms"
+        .parse()
+        .unwrap_or(HumanDuration(std::time::Duration::from_millis(50)))
+}
+fn default_dead_letter_topic() -> String {
+    "edgeflow.processor.dead-letters".into()
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: default_batch_size(),
+            linger: default_linger(),
+            dead_letter_topic: default_dead_letter_topic(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// PostgreSQL wire protocol (psql, Grafana). Empty: off.
+    #[serde(default = "default_pg_listen")]
+    pub pg_listen: String,
+    /// HTTP: `POST /sql`, `GET /metrics`, `GET /health`, `GET /queries`. Empty: off.
+    #[serde(default = "default_http_listen")]
+    pub http_listen: String,
+}
+
+fn default_pg_listen() -> String {
+    "127.0.0.1:5433".into()
+}
+fn default_http_listen() -> String {
+    "127.0.0.1:8081".into()
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            pg_listen: default_pg_listen(),
+            http_listen: default_http_listen(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamConfig {
+    /// Table name in SQL.
+    pub name: String,
+    pub topic: String,
+    /// `edge-aggregates`, `edge-readings` or `json`.
+    pub format: String,
+    /// For `json`: column name → `string`, `double`, `bigint`, `boolean` or `timestamp`.
+    #[serde(default)]
+    pub columns: BTreeMap<String, String>,
+    /// The event-time column (default `window_start`, `ts`).
+    #[serde(default)]
+    pub event_time: Option<String>,
+    /// Partitions this processor owns (empty: every partition of the topic).
+    #[serde(default)]
+    pub partitions: Vec<i32>,
+    /// Where to start without a checkpoint: `beginning` or `end`.
+    #[serde(default = "default_start")]
+    pub start: String,
+    /// How far the watermark trails the largest event time.
+    #[serde(default = "default_delay")]
+    pub watermark_delay: HumanDuration,
+    /// A partition without data this long stops holding the watermark back.
+    #[serde(default = "default_idle")]
+    pub idle_timeout: HumanDuration,
+    /// Key columns of the `<name>_latest` table (empty: no such table).
+    #[serde(default)]
+    pub latest_key: Vec<String>,
+    /// Rows kept in the latest table.
+    #[serde(default = "default_latest_rows")]
+    pub latest_rows: usize,
+}
+
+fn default_start() -> String {
+    "beginning".into()
+}
+fn default_delay() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(5))
+}
+fn default_idle() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(30))
+}
+fn default_latest_rows() -> usize {
+    1_000_000
+}
+
+impl StreamConfig {
+    /// The stream's format (validated).
+    pub fn format(&self) -> Result<Format> {
+        let kind: FormatKind = self.format.parse()?;
+        let mut cols = Vec::new();
+        for (name, t) in &self.columns {
+            let t: ColumnType = t.parse().with_context(|| format!("column `{name}`"))?;
+            cols.push((name.clone(), t));
+        }
+        Ok(Format::new(kind, cols, self.event_time.as_deref())?)
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableConfig {
+    pub name: String,
+    /// A `.csv` (header row) or `.parquet` file.
+    pub path: String,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryConfig {
+    /// The query's name: its live table in pull queries, its table in sinks.
+    pub name: String,
+    /// A `SELECT` over one stream (see the SQL reference in the README).
+    pub sql: String,
+    /// How long a closed window still accepts late rows (and is emitted again).
+    #[serde(default = "default_lateness")]
+    pub allowed_lateness: HumanDuration,
+    /// Rows kept in the live table.
+    #[serde(default = "default_live_rows")]
+    pub live_rows: usize,
+    /// Sinks (names from `[sinks]`) that receive the rows.
+    #[serde(default)]
+    pub sinks: Vec<String>,
+    /// Sinks that receive late rows (the side output).
+    #[serde(default)]
+    pub late_sinks: Vec<String>,
+}
+
+fn default_lateness() -> HumanDuration {
+    HumanDuration(std::time::Duration::ZERO)
+}
+fn default_live_rows() -> usize {
+    100_000
+}
+
+/// A sink.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum SinkConfig {
+    /// JSON lines on standard output.
+    Stdout {},
+    /// Upserts into PostgreSQL.
+    Postgres {
+        /// `postgres://user@host:port/db` (password from `EDGEFLOW_SINK_<NAME>_URL`).
+        url: String,
+        /// Query name → table name (default: the query's name).
+        #[serde(default)]
+        tables: BTreeMap<String, String>,
+    },
+    /// Parquet files on object storage.
+    Parquet {
+        /// A directory, `file:///dir` or `s3://bucket/prefix`.
+        url: String,
+        #[serde(default = "default_roll")]
+        roll_interval: HumanDuration,
+        #[serde(default = "default_max_rows_per_file")]
+        max_rows_per_file: usize,
+    },
+    /// Records on a Kafka topic.
+    Kafka { topic: String },
+}
+
+fn default_roll() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(3600))
+}
+fn default_max_rows_per_file() -> usize {
+    1_000_000
+}
+
+impl ProcessorConfig {
+    /// Reads, applies the environment, validates.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let mut c = Self::parse(&text).with_context(|| format!("{}", path.display()))?;
+        c.apply_env(std::env::vars());
+        c.validate()
+            .with_context(|| format!("{}", path.display()))?;
+        Ok(c)
+    }
+
+    /// Parses TOML text (no environment, no validation).
+    pub fn parse(text: &str) -> Result<Self> {
+        Ok(toml::from_str(text)?)
+    }
+
+    /// Applies secrets from environment variables.
+    pub fn apply_env(&mut self, vars: impl IntoIterator<Item = (String, String)>) {
+        for (k, v) in vars {
+            if let Some(p) = k.strip_prefix("EDGEFLOW_KAFKA_PROPERTY_") {
+                if !p.is_empty() {
+                    self.kafka
+                        .properties
+                        .insert(p.to_ascii_lowercase().replace('_', "."), v);
+                }
+            } else if let Some(rest) = k.strip_prefix("EDGEFLOW_SINK_") {
+                if let Some(name) = rest.strip_suffix("_URL") {
+                    for (sink, cfg) in self.sinks.iter_mut() {
+                        if sink.to_ascii_uppercase().replace('-', "_") == name {
+                            match cfg {
+                                SinkConfig::Postgres { url, .. }
+                                | SinkConfig::Parquet { url, .. } => *url = v.clone(),
+                                _ => {}
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Checks everything; reports every problem at once.
+    pub fn validate(&self) -> Result<()> {
+        let mut problems: Vec<String> = Vec::new();
+        if self.kafka.brokers.trim().is_empty() {
+            problems.push("kafka.brokers: must not be empty".into());
+        }
+        if self.ingest.batch_size == 0 {
+            problems.push("ingest.batch_size: must be at least 1".into());
+        }
+        for (key, addr) in [
+            ("server.pg_listen", &self.server.pg_listen),
+            ("server.http_listen", &self.server.http_listen),
+        ] {
+            if !addr.is_empty() && addr.parse::<SocketAddr>().is_err() {
+                problems.push(format!("{key}: `{addr}` is not host:port (e.g. 127.0.0.1:5433), or empty to turn it off"));
+            }
+        }
+        let mut names = BTreeSet::new();
+        let mut taken = |what: &str, name: &str, problems: &mut Vec<String>| {
+            if !names.insert(name.to_string()) {
+                problems.push(format!(
+                    "{what} `{name}`: the name is already used by a stream, table or query"
+                ));
+            }
+        };
+        for (i, s) in self.streams.iter().enumerate() {
+            taken("streams", &s.name, &mut problems);
+            if let Err(e) = s.format() {
+                problems.push(format!("streams[{i}] ({}): {e:#}", s.name));
+            }
+            if !matches!(s.start.as_str(), "beginning" | "end") {
+                problems.push(format!(
+                    "streams[{i}].start: `{}`; allowed: beginning, end",
+                    s.start
+                ));
+            }
+            if s.partitions.iter().any(|p| *p < 0) {
+                problems.push(format!(
+                    "streams[{i}].partitions: partitions are numbered from 0"
+                ));
+            }
+        }
+        for (i, t) in self.tables.iter().enumerate() {
+            taken("tables", &t.name, &mut problems);
+            if !(t.path.ends_with(".csv") || t.path.ends_with(".parquet")) {
+                problems.push(format!(
+                    "tables[{i}].path: `{}` must end in .csv or .parquet",
+                    t.path
+                ));
+            }
+        }
+        for (i, q) in self.queries.iter().enumerate() {
+            taken("queries", &q.name, &mut problems);
+            for s in q.sinks.iter().chain(&q.late_sinks) {
+                if !self.sinks.contains_key(s) {
+                    problems.push(format!(
+                        "queries[{i}] ({}): sink `{s}` is not defined; defined sinks: {}",
+                        q.name,
+                        self.sinks.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ));
+                }
+            }
+        }
+        for (name, s) in &self.sinks {
+            match s {
+                SinkConfig::Parquet {
+                    roll_interval,
+                    max_rows_per_file,
+                    ..
+                } => {
+                    if roll_interval.as_millis_i64() <= 0 {
+                        problems.push(format!("sinks.{name}.roll_interval: must be positive"));
+                    }
+                    if *max_rows_per_file == 0 {
+                        problems.push(format!(
+                            "sinks.{name}.max_rows_per_file: must be at least 1"
+                        ));
+                    }
+                }
+                SinkConfig::Postgres { url, .. } if !url.starts_with("postgres") => {
+                    problems.push(format!(
+                        "sinks.{name}.url: expected postgres://user@host:port/database"
+                    ));
+                }
+                _ => {}
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            bail!(
+                "invalid processor configuration:\n  - {}",
+                problems.join("\n  - ")
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [kafka]
+        brokers = "localhost:9092"
+        [[streams]]
+        name = "aggs"
+        topic = "edgeflow.aggregates"
+        format = "edge-aggregates"
+    "#;
+
+    #[test]
+    fn a_minimal_config_loads_with_defaults() {
+        let c = ProcessorConfig::parse(MINIMAL).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.ingest.batch_size, 8192);
+        assert_eq!(c.streams[0].watermark_delay.as_millis_i64(), 5_000);
+    }
+
+    #[test]
+    fn an_unknown_key_is_an_error_naming_it() {
+        let e = ProcessorConfig::parse(&format!("{MINIMAL}\nbatch_sise = 3\n")).unwrap_err();
+        assert!(format!("{e:#}").contains("batch_sise"), "{e:#}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let text = format!(
+            "{MINIMAL}\nstart = \"middle\"\n[[queries]]\nname = \"aggs\"\nsql = \"SELECT 1\"\nsinks = [\"nowhere\"]\n"
+        );
+        let c = ProcessorConfig::parse(&text).unwrap();
+        let e = format!("{:#}", c.validate().unwrap_err());
+        assert!(e.contains("start"), "{e}");
+        assert!(e.contains("nowhere"), "{e}");
+        assert!(e.contains("already used"), "{e}");
+    }
+
+    #[test]
+    fn secrets_come_from_the_environment() {
+        let text =
+            format!("{MINIMAL}\n[sinks.pg]\ntype = \"postgres\"\nurl = \"postgres://u@h/db\"\n");
+        let mut c = ProcessorConfig::parse(&text).unwrap();
+        c.apply_env([
+            (
+                "EDGEFLOW_SINK_PG_URL".to_string(),
+                "postgres://u:secret@h/db".to_string(),
+            ),
+            (
+                "EDGEFLOW_KAFKA_PROPERTY_SASL_PASSWORD".to_string(),
+                "pw".to_string(),
+            ),
+        ]);
+        match &c.sinks["pg"] {
+            SinkConfig::Postgres { url, .. } => assert!(url.contains("secret")),
+            _ => unreachable!(),
+        }
+        assert_eq!(c.kafka.properties["sasl.password"], "pw");
+    }
+}
