@@ -11,7 +11,7 @@
 #     `docker system prune` is quick to recover from;
 #   * edgeflow/mosquitto:local and edgeflow/tansu:local, built from docker/ on that base;
 #   * a throwaway PostgreSQL cluster (Debian's server) on 127.0.0.1:55432 for the sink
-#     tests, and the psql client the tests run.
+#     tests, the psql client the tests run, and pyarrow (PyPI) to read Parquet back.
 #
 # Cache: ${EDGEFLOW_CACHE:-$HOME/.cache/edgeflow}. A warm run takes a second or two.
 #
@@ -204,6 +204,13 @@ _edgeflow_test_env() (
         "${as_pg[@]}" "$pg_bin/pg_ctl" -D "$pgdata" -l "$pgdata/server.log" -w -t 60 \
             -o "-p $pgport -k $pgdata -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=off" \
             start >/dev/null || die "PostgreSQL did not start: $(tail -5 "$pgdata/server.log")"
+    fi
+
+    # pyarrow: an independent Parquet reader for the sink tests.
+    if ! python3 -c 'import pyarrow.parquet' >/dev/null 2>&1; then
+        log "installing pyarrow (PyPI) for reading Parquet back in tests"
+        python3 -m pip install --quiet --disable-pip-version-check pyarrow >&2 ||
+            die "pip install pyarrow failed"
     fi
 
     # Smoke-check freshly built images (e.g. a shared library missing from the rootfs).
