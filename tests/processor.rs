@@ -159,11 +159,16 @@ async fn produce(kafka: &Kafka, topic: &str, data: &Data) {
         .expect("produce");
 }
 
+/// The test's topics.
+struct Topics {
+    input: String,
+    dlq: String,
+    results: String,
+}
+
 fn config(
     kafka: &Kafka,
-    topic: &str,
-    dlq: &str,
-    results: &str,
+    t: &Topics,
     pg: &Postgres,
     lake: &Path,
     pg_port: u16,
@@ -210,6 +215,9 @@ type = "kafka"
 topic = "{results}"
 "#,
         brokers = kafka.bootstrap(),
+        topic = t.input,
+        dlq = t.dlq,
+        results = t.results,
         pg_url = pg.url,
         lake = lake.display(),
     )
@@ -309,8 +317,7 @@ print(json.dumps(out))
         "pyarrow failed (scripts/test-env.sh installs it): {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let v: BTreeMap<String, Vec<(String, String, i64, u64, f64, f64, f64)>> =
-        serde_json::from_slice(&out.stdout).expect("json");
+    let v: BTreeMap<String, Vec<Row>> = serde_json::from_slice(&out.stdout).expect("json");
     v
 }
 
@@ -384,10 +391,13 @@ async fn rollups_reach_postgres_parquet_kafka_and_psql_and_survive_a_replay() {
         .program(env!("CARGO_BIN_EXE_edgeflow"), &["process"])
         .name("processor");
     let lake = builder.workdir().join("lake");
+    let topics = Topics {
+        input: topic.clone(),
+        dlq: dlq.clone(),
+        results: results.clone(),
+    };
     let mut processor = builder
-        .config(config(
-            &kafka, &topic, &dlq, &results, &pg, &lake, pg_port, http_port,
-        ))
+        .config(config(&kafka, &topics, &pg, &lake, pg_port, http_port))
         .spawn();
     processor
         .wait_for_log_line("processor running", Duration::from_secs(60))
@@ -450,7 +460,11 @@ async fn rollups_reach_postgres_parquet_kafka_and_psql_and_survive_a_replay() {
         .lines()
         .map(|l| {
             let f: Vec<&str> = l.split('|').collect();
-            (f[0].parse().expect("n"), f[1].parse().expect("low"), f[2].parse().expect("high"))
+            (
+                f[0].parse().expect("n"),
+                f[1].parse().expect("low"),
+                f[2].parse().expect("high"),
+            )
         })
         .collect();
     let want_psql: Vec<(u64, f64, f64)> = want

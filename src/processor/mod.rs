@@ -1,6 +1,6 @@
 //! `edgeflow process`: a processor node.
 //!
-//! - [`config`]: `configs/processor.toml`;
+//! - [`config`]: the configuration (`configs/processor.toml`);
 //! - [`node`]: the loop from Kafka through the engine to the sinks;
 //! - [`control`]: `CREATE/DROP MATERIALIZED VIEW` (continuous queries at run time);
 //! - [`pg`]: the PostgreSQL wire protocol; [`http`]: `POST /sql`, `/metrics`, `/health`;

@@ -406,6 +406,26 @@ impl Node {
         }
     }
 
+    /// Feeds one batch of a stream's partition through the engine and on to the sinks
+    /// (what the Kafka loop does for each batch; also for embedding and benchmarks).
+    pub async fn process_batch(
+        &self,
+        stream: &str,
+        partition: i32,
+        batch: RecordBatch,
+        max_event_time: Option<i64>,
+    ) -> Result<()> {
+        let now = now_ms();
+        let out = self
+            .engine
+            .lock()
+            .await
+            .process(stream, partition, batch, max_event_time, now)
+            .await?;
+        self.deliver(out, now).await;
+        Ok(())
+    }
+
     /// Prometheus text.
     pub async fn metrics_text(&self) -> String {
         let infos = self.engine.lock().await.queries();
