@@ -2,7 +2,8 @@
 # Idempotent setup of everything edgeflow's integration tests need, without pulling any
 # image from a registry:
 #
-#   * Debian packages: debootstrap, mosquitto-clients (mosquitto_pub in tests), openssl
+#   * Debian packages: debootstrap, mosquitto and mosquitto-clients (a native broker for
+#     the throughput bench, mosquitto_pub in tests), openssl
 #     (test certificates), and the
 #     build dependencies of librdkafka (rdkafka's bundled build) and tansu;
 #   * the Kafka-compatible broker tansu, built with `cargo install` into $CACHE/tansu;
@@ -46,6 +47,8 @@ _edgeflow_test_env() (
     # Packages on the host.
     local host_packages=(
         debootstrap mosquitto-clients openssl
+        # a native broker for the end-to-end throughput bench (benches/agent_throughput.rs)
+        mosquitto
         # PostgreSQL: the server behind the sink tests, and the real psql client
         postgresql postgresql-client
         # librdkafka (rdkafka-sys: cmake build, ssl, zstd) and tansu
