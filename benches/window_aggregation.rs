@@ -296,87 +296,9 @@ fn window_aggregation(c: &mut Criterion) {
     group.finish();
 }
 
-
-// TEMPORARY breakdown (removed after measuring).
-fn breakdown(c: &mut Criterion) {
-    use datafusion::arrow::array::Array;
-    use datafusion::arrow::datatypes::{Float64Type, TimestampMillisecondType};
-    use datafusion::arrow::row::{RowConverter, SortField};
-    use edgeflow_stream::operator::PartitionWindows;
-    use edgeflow_stream::plan::{compile, planning_context, slot_table, CompiledKind, Slot};
-    let inputs = generate();
-    let rt = runtime();
-    let compiled = rt.block_on(async {
-        let ctx = planning_context();
-        let slot = Arc::new(Slot::default());
-        ctx.register_table(STREAM, Arc::new(slot_table(reading_schema(), slot.clone()).expect("slot")))
-            .expect("reg");
-        compile(&ctx, CONTINUOUS_SQL, slot).await.expect("compile")
-    });
-    let CompiledKind::Windowed(w) = &compiled.kind else { panic!("windowed") };
-    let mut group = c.benchmark_group("window_breakdown");
-    group.sampling_mode(SamplingMode::Flat);
-    group.throughput(Throughput::Elements(ROWS as u64));
-    let pre = |input: &Input| -> Vec<RecordBatch> {
-        compiled.slot.set(input.batch.clone());
-        rt.block_on(datafusion::physical_plan::collect(w.pre.clone(), compiled.task_ctx.clone()))
-            .expect("pre")
-    };
-    group.bench_function("pre_plan_only", |b| {
-        b.iter(|| {
-            let mut n = 0;
-            for input in &inputs {
-                n += pre(input).iter().map(RecordBatch::num_rows).sum::<usize>();
-            }
-            black_box(n)
-        })
-    });
-    let fields: Vec<SortField> = (0..w.n_keys)
-        .map(|i| SortField::new(w.pre.schema().field(i).data_type().clone()))
-        .collect();
-    let conv = RowConverter::new(fields).expect("conv");
-    group.bench_function("pre_plan_and_keys", |b| {
-        b.iter(|| {
-            let mut n = 0;
-            for input in &inputs {
-                for out in pre(input) {
-                    n += conv.convert_columns(&out.columns()[..w.n_keys]).expect("rows").num_rows();
-                }
-            }
-            black_box(n)
-        })
-    });
-    group.bench_function("pre_plan_keys_operator", |b| {
-        b.iter_batched(
-            || PartitionWindows::new(w.spec, w.kinds.clone(), 0),
-            |mut part| {
-                let mut wm = None;
-                for input in &inputs {
-                    for out in pre(input) {
-                        let rows = conv.convert_columns(&out.columns()[..w.n_keys]).expect("rows");
-                        let ts = out.column(w.n_keys).as_primitive::<TimestampMillisecondType>();
-                        let args: Vec<Option<&Float64Array>> = w
-                            .arg_columns
-                            .iter()
-                            .map(|c| c.map(|i| out.column(i).as_primitive::<Float64Type>()))
-                            .collect();
-                        assert_eq!(ts.null_count(), 0);
-                        black_box(part.process(|i| rows.row(i).data(), ts.values(), &args, wm));
-                    }
-                    wm = Some(input.max_ts - DELAY_MS);
-                    black_box(part.drain(input.max_ts - DELAY_MS));
-                }
-                part
-            },
-            BatchSize::PerIteration,
-        )
-    });
-    group.finish();
-}
-
 criterion_group! {
     name = benches;
     config = config();
-    targets = window_aggregation, breakdown
+    targets = window_aggregation
 }
 criterion_main!(benches);
