@@ -100,11 +100,16 @@ fn main() {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let server = tokio::spawn(edgeflow::processor::pg::serve(node.clone(), "127.0.0.1".into(), port));
         let url = format!("host=127.0.0.1 port={port} user=edgeflow dbname=edgeflow");
+        // The server task binds the port asynchronously: retry until it answers.
+        let deadline = Instant::now() + Duration::from_secs(30);
         let client = loop {
             match tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
                 Ok((c, conn)) => {
                     tokio::spawn(conn);
                     break c;
+                }
+                Err(e) if Instant::now() > deadline => {
+                    panic!("the PostgreSQL endpoint on port {port} never answered: {e}")
                 }
                 Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
             }

@@ -74,6 +74,27 @@ pub struct AggregateRecord {
 }
 
 impl AggregateRecord {
+    /// The record as a borrowed view (what decoders that build columns take).
+    pub fn view(&self) -> AggregateView<'_> {
+        AggregateView {
+            gateway: &self.gateway,
+            sensor: &self.sensor,
+            site: self.site.as_deref(),
+            field: &self.field,
+            window_start: self.window_start,
+            window_end: self.window_end,
+            revision: self.revision,
+            count: self.count,
+            min: self.min,
+            max: self.max,
+            sum: self.sum,
+            first_ts: self.first_ts,
+            first: self.first,
+            last_ts: self.last_ts,
+            last: self.last,
+        }
+    }
+
     /// The identity under which duplicates are dropped.
     pub fn identity(&self) -> (String, String, String, i64, u64) {
         (
@@ -96,6 +117,20 @@ pub struct ReadingRecord {
     pub field: String,
     pub ts: i64,
     pub value: f64,
+}
+
+impl ReadingRecord {
+    /// The record as a borrowed view.
+    pub fn view(&self) -> ReadingView<'_> {
+        ReadingView {
+            gateway: &self.gateway,
+            sensor: &self.sensor,
+            site: self.site.as_deref(),
+            field: &self.field,
+            ts: self.ts,
+            value: self.value,
+        }
+    }
 }
 
 #[derive(Serialize)]

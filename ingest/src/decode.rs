@@ -406,23 +406,7 @@ impl BatchDecoder {
                         let a: AggregateRecord = serde_json::from_slice(payload).map_err(|e| {
                             dead(DeadReason::Malformed, format!("JSON aggregate: {e}"))
                         })?;
-                        let v = wire::AggregateView {
-                            gateway: &a.gateway,
-                            sensor: &a.sensor,
-                            site: a.site.as_deref(),
-                            field: &a.field,
-                            window_start: a.window_start,
-                            window_end: a.window_end,
-                            revision: a.revision,
-                            count: a.count,
-                            min: a.min,
-                            max: a.max,
-                            sum: a.sum,
-                            first_ts: a.first_ts,
-                            first: a.first,
-                            last_ts: a.last_ts,
-                            last: a.last,
-                        };
+                        let v = a.view();
                         c.push(&v);
                         aggregate_time(&v, time_index)
                     }
@@ -444,14 +428,7 @@ impl BatchDecoder {
                         let r: ReadingRecord = serde_json::from_slice(payload).map_err(|e| {
                             dead(DeadReason::Malformed, format!("JSON reading: {e}"))
                         })?;
-                        c.push(&wire::ReadingView {
-                            gateway: &r.gateway,
-                            sensor: &r.sensor,
-                            site: r.site.as_deref(),
-                            field: &r.field,
-                            ts: r.ts,
-                            value: r.value,
-                        });
+                        c.push(&r.view());
                         r.ts
                     }
                     other => return Err(dead(DeadReason::UnknownEncoding, unknown(other))),

@@ -112,3 +112,44 @@ pub trait Sink: Send + Sync {
 
 /// A shared sink.
 pub type SinkRef = Arc<dyn Sink>;
+
+/// The identity of every row of `batch` in Arrow's row format (comparable bytes).
+pub(crate) fn identity_rows(
+    shape: &QueryShape,
+    batch: &RecordBatch,
+) -> Result<datafusion::arrow::row::Rows> {
+    use datafusion::arrow::row::{RowConverter, SortField};
+    let conv = RowConverter::new(
+        shape
+            .identity
+            .iter()
+            .map(|&i| SortField::new(batch.schema().field(i).data_type().clone()))
+            .collect(),
+    )?;
+    let cols: Vec<_> = shape
+        .identity
+        .iter()
+        .map(|&i| batch.column(i).clone())
+        .collect();
+    Ok(conv.convert_columns(&cols)?)
+}
+
+/// Keeps the last row of each identity (in row order).
+pub fn last_per_identity(shape: &QueryShape, batch: &RecordBatch) -> Result<RecordBatch> {
+    use datafusion::arrow::array::UInt32Array;
+    use datafusion::arrow::compute::take_record_batch;
+    if shape.identity.is_empty() {
+        return Ok(batch.clone());
+    }
+    let rows = identity_rows(shape, batch)?;
+    let mut last: std::collections::HashMap<&[u8], u32> = std::collections::HashMap::new();
+    for i in 0..batch.num_rows() {
+        last.insert(rows.row(i).data(), i as u32);
+    }
+    if last.len() == batch.num_rows() {
+        return Ok(batch.clone());
+    }
+    let mut keep: Vec<u32> = last.into_values().collect();
+    keep.sort_unstable();
+    Ok(take_record_batch(batch, &UInt32Array::from(keep))?)
+}

@@ -33,8 +33,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use tokio::sync::Mutex;
 
-use crate::postgres::last_per_identity;
-use crate::{Error, QueryShape, Result, Sink};
+use crate::{identity_rows, last_per_identity, Error, QueryShape, Result, Sink};
 
 #[derive(Default)]
 struct Bucket {
@@ -167,20 +166,7 @@ fn sorted_unique(shape: &QueryShape, batch: &RecordBatch) -> Result<RecordBatch>
 
 /// A digest of a batch's identities (for naming late files).
 fn digest(shape: &QueryShape, rows: &RecordBatch) -> Result<u64> {
-    use datafusion::arrow::row::{RowConverter, SortField};
-    let conv = RowConverter::new(
-        shape
-            .identity
-            .iter()
-            .map(|&i| SortField::new(rows.schema().field(i).data_type().clone()))
-            .collect(),
-    )?;
-    let cols: Vec<_> = shape
-        .identity
-        .iter()
-        .map(|&i| rows.column(i).clone())
-        .collect();
-    let r = conv.convert_columns(&cols)?;
+    let r = identity_rows(shape, rows)?;
     // FNV-1a: stable across runs and platforms.
     let mut h = Fnv(0xcbf2_9ce4_8422_2325);
     for i in 0..rows.num_rows() {

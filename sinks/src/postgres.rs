@@ -22,7 +22,7 @@ use tokio::sync::Mutex;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls};
 
-use crate::{Error, QueryShape, Result, Sink};
+use crate::{last_per_identity, Error, QueryShape, Result, Sink};
 
 /// PostgreSQL's limit on bind parameters per statement.
 const MAX_PARAMS: usize = 65_535;
@@ -271,37 +271,4 @@ impl Sink for PostgresSink {
         }
         Ok(())
     }
-}
-
-/// Keeps the last row of each identity (in row order).
-pub fn last_per_identity(shape: &QueryShape, batch: &RecordBatch) -> Result<RecordBatch> {
-    use datafusion::arrow::array::UInt32Array;
-    use datafusion::arrow::compute::take_record_batch;
-    use datafusion::arrow::row::{RowConverter, SortField};
-    if shape.identity.is_empty() {
-        return Ok(batch.clone());
-    }
-    let conv = RowConverter::new(
-        shape
-            .identity
-            .iter()
-            .map(|&i| SortField::new(batch.schema().field(i).data_type().clone()))
-            .collect(),
-    )?;
-    let cols: Vec<_> = shape
-        .identity
-        .iter()
-        .map(|&i| batch.column(i).clone())
-        .collect();
-    let rows = conv.convert_columns(&cols)?;
-    let mut last: HashMap<&[u8], u32> = HashMap::new();
-    for i in 0..batch.num_rows() {
-        last.insert(rows.row(i).data(), i as u32);
-    }
-    if last.len() == batch.num_rows() {
-        return Ok(batch.clone());
-    }
-    let mut keep: Vec<u32> = last.into_values().collect();
-    keep.sort_unstable();
-    Ok(take_record_batch(batch, &UInt32Array::from(keep))?)
 }

@@ -245,8 +245,28 @@ impl Node {
                 .await?
         };
         let shape = shape_of(&info);
-        for s in &sinks {
-            if let Err(e) = s.open(&shape).await {
+        let late_shape = match (&info.late_schema, late_sinks.is_empty()) {
+            (_, true) => None,
+            (Some(schema), false) => Some(QueryShape {
+                query: format!("{name}_late"),
+                schema: schema.clone(),
+                identity: (0..schema.fields().len()).collect(),
+                window_column: None,
+                allowed_lateness_ms: 0,
+                window_len_ms: None,
+            }),
+            (None, false) => {
+                let _ = self.engine.lock().await.drop_query(name);
+                bail!("late_sinks: query `{name}` has no window, so no row is ever late");
+            }
+        };
+        let opens = sinks.iter().map(|s| (s, &shape)).chain(
+            late_sinks
+                .iter()
+                .filter_map(|s| late_shape.as_ref().map(|l| (s, l))),
+        );
+        for (s, sh) in opens {
+            if let Err(e) = s.open(sh).await {
                 let _ = self.engine.lock().await.drop_query(name);
                 return Err(anyhow!(e).context(format!("sink `{}`", s.name())));
             }
@@ -259,7 +279,7 @@ impl Node {
                 Route {
                     shape,
                     sinks,
-                    late_shape: None,
+                    late_shape,
                     late_sinks,
                 },
             );
@@ -324,22 +344,10 @@ impl Node {
     async fn deliver(&self, outputs: Vec<QueryOutput>, now: i64) {
         for out in outputs {
             let (shape, sinks, late_shape, late_sinks) = {
-                let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
-                let Some(r) = routes.get_mut(&out.query) else {
+                let routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+                let Some(r) = routes.get(&out.query) else {
                     continue;
                 };
-                if r.late_shape.is_none() {
-                    if let Some(b) = out.late.first() {
-                        r.late_shape = Some(QueryShape {
-                            query: format!("{}_late", out.query),
-                            schema: b.schema(),
-                            identity: (0..b.num_columns()).collect(),
-                            window_column: None,
-                            allowed_lateness_ms: 0,
-                            window_len_ms: None,
-                        });
-                    }
-                }
                 (
                     r.shape.clone(),
                     r.sinks.clone(),
@@ -356,10 +364,6 @@ impl Node {
             if let Some(ls) = late_shape {
                 for b in &out.late {
                     for s in &late_sinks {
-                        if let Err(e) = s.open(&ls).await {
-                            tracing::warn!(sink = s.name(), error = %e, "late side output cannot open");
-                            continue;
-                        }
                         write_with_retry(s, &ls, b, &self.metrics).await;
                     }
                 }

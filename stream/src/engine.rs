@@ -70,6 +70,9 @@ pub struct QueryInfo {
     /// The window's length (tumble/hop size, session gap), ms.
     pub window_len_ms: Option<i64>,
     pub allowed_lateness_ms: i64,
+    /// The schema of late rows (windowed queries): group keys `__k0..`, event time
+    /// `__ts`, aggregate arguments `__a0..`.
+    pub late_schema: Option<SchemaRef>,
     pub watermark: Option<i64>,
     pub stats: QueryStats,
 }
@@ -311,6 +314,7 @@ impl Engine {
             window_column: runtime.window_column(),
             window_len_ms: runtime.window_len_ms(),
             allowed_lateness_ms: decl.allowed_lateness_ms,
+            late_schema: runtime.late_schema(),
             watermark: None,
             stats: QueryStats::default(),
         };
@@ -357,6 +361,7 @@ impl Engine {
                 window_column: q.runtime.window_column(),
                 window_len_ms: q.runtime.window_len_ms(),
                 allowed_lateness_ms: q.decl.allowed_lateness_ms,
+                late_schema: q.runtime.late_schema(),
                 watermark: q.runtime.watermark(),
                 stats: q.runtime.stats(),
             })

@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use datafusion::arrow::array::{BooleanArray, RecordBatch};
 use datafusion::arrow::compute::{concat_batches, filter_record_batch};
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::arrow::row::{RowConverter, Rows, SortField};
 use datafusion::catalog::Session;
 use datafusion::datasource::{MemTable, TableProvider, TableType};
 use datafusion::logical_expr::Expr;
@@ -41,6 +41,21 @@ struct Inner {
     live: usize,
     stored: usize,
     max_rows: usize,
+}
+
+impl Inner {
+    /// The identity of every row of `batch` in row format (`None`: no identity).
+    fn identity_rows(&self, batch: &RecordBatch) -> Result<Option<Rows>> {
+        let Some(conv) = &self.converter else {
+            return Ok(None);
+        };
+        let cols: Vec<_> = self
+            .identity
+            .iter()
+            .map(|&i| batch.column(i).clone())
+            .collect();
+        Ok(Some(conv.convert_columns(&cols)?))
+    }
 }
 
 /// A live table.
@@ -121,13 +136,7 @@ impl LiveTable {
             alive: vec![true; n],
             alive_count: n,
         };
-        if let Some(conv) = &inner.converter {
-            let cols: Vec<_> = inner
-                .identity
-                .iter()
-                .map(|&i| batch.column(i).clone())
-                .collect();
-            let rows = conv.convert_columns(&cols)?;
+        if let Some(rows) = inner.identity_rows(batch)? {
             for i in 0..n {
                 let key: Box<[u8]> = Box::from(rows.row(i).data());
                 if let Some((sid, r)) = inner.index.insert(key, (id, i as u32)) {
@@ -154,13 +163,7 @@ impl LiveTable {
             };
             inner.live -= old.alive_count;
             inner.stored -= old.batch.num_rows();
-            if let Some(conv) = &inner.converter {
-                let cols: Vec<_> = inner
-                    .identity
-                    .iter()
-                    .map(|&i| old.batch.column(i).clone())
-                    .collect();
-                let rows = conv.convert_columns(&cols)?;
+            if let Some(rows) = inner.identity_rows(&old.batch)? {
                 for (i, alive) in old.alive.iter().enumerate() {
                     if *alive {
                         inner.index.remove(rows.row(i).data());
@@ -202,13 +205,7 @@ fn compact(inner: &mut Inner, schema: &SchemaRef) -> Result<()> {
     let id = inner.next_id;
     inner.next_id += 1;
     inner.index.clear();
-    if let Some(conv) = &inner.converter {
-        let cols: Vec<_> = inner
-            .identity
-            .iter()
-            .map(|&i| batch.column(i).clone())
-            .collect();
-        let rows = conv.convert_columns(&cols)?;
+    if let Some(rows) = inner.identity_rows(&batch)? {
         for i in 0..batch.num_rows() {
             inner
                 .index

@@ -95,6 +95,14 @@ impl QueryRuntime {
         self.compiled.window_column
     }
 
+    /// The schema of late rows (the pre-aggregation projection), windowed queries.
+    pub fn late_schema(&self) -> Option<SchemaRef> {
+        match &self.compiled.kind {
+            CompiledKind::Windowed(w) => Some(w.pre.schema()),
+            CompiledKind::Stateless(_) => None,
+        }
+    }
+
     /// The window's length (tumble/hop size, session gap) in ms.
     pub fn window_len_ms(&self) -> Option<i64> {
         match &self.compiled.kind {
