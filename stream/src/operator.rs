@@ -29,7 +29,7 @@ use ahash::RandomState;
 use datafusion::arrow::array::{Array, Float64Array};
 
 use crate::accum::{Acc, AggKind};
-use crate::window::WindowSpec;
+use crate::window::{floor_to, WindowSpec};
 
 /// One group's partial state handed from a partition to the query.
 #[derive(Clone, Debug, PartialEq)]
@@ -44,12 +44,19 @@ struct Group {
     key: u32,
     start: i64,
     end: i64,
-    accs: Vec<Acc>,
     /// Changed since last emitted (final stage).
     dirty: bool,
 }
 
+/// No recent group for a key.
+const NO_GROUP: (i64, u32) = (i64::MIN, u32::MAX);
+
 /// Groups indexed by (key, window), with their windows ordered by end.
+///
+/// Accumulators live in one flat vector, `kinds.len()` per group slot (slot `g` owns
+/// `accs[g * n .. (g + 1) * n]`), so a batch folds into them a column at a time.
+/// `recent[key]` remembers the fixed window a key last touched: rows of one key
+/// mostly share a window, and then need no second hash lookup.
 struct GroupStore {
     kinds: Arc<[AggKind]>,
     session: bool,
@@ -57,11 +64,13 @@ struct GroupStore {
     key_bytes: Vec<Box<[u8]>>,
     key_refs: Vec<u32>,
     free_keys: Vec<u32>,
-    fixed: HashMap<(u32, i64), usize, RandomState>,
-    sessions: HashMap<u32, Vec<usize>, RandomState>,
+    recent: Vec<(i64, u32)>,
+    fixed: HashMap<(u32, i64), u32, RandomState>,
+    sessions: HashMap<u32, Vec<u32>, RandomState>,
     groups: Vec<Option<Group>>,
-    free: Vec<usize>,
-    by_end: BTreeSet<(i64, usize)>,
+    accs: Vec<Acc>,
+    free: Vec<u32>,
+    by_end: BTreeSet<(i64, u32)>,
 }
 
 impl GroupStore {
@@ -73,9 +82,11 @@ impl GroupStore {
             key_bytes: Vec::new(),
             key_refs: Vec::new(),
             free_keys: Vec::new(),
+            recent: Vec::new(),
             fixed: HashMap::default(),
             sessions: HashMap::default(),
             groups: Vec::new(),
+            accs: Vec::new(),
             free: Vec::new(),
             by_end: BTreeSet::new(),
         }
@@ -94,11 +105,13 @@ impl GroupStore {
             Some(id) => {
                 self.key_bytes[id as usize] = Box::from(bytes);
                 self.key_refs[id as usize] = 0;
+                self.recent[id as usize] = NO_GROUP;
                 id
             }
             None => {
                 self.key_bytes.push(Box::from(bytes));
                 self.key_refs.push(0);
+                self.recent.push(NO_GROUP);
                 (self.key_bytes.len() - 1) as u32
             }
         };
@@ -106,24 +119,37 @@ impl GroupStore {
         id
     }
 
-    fn new_group(&mut self, key: u32, start: i64, end: i64, accs: Option<Vec<Acc>>) -> usize {
+    /// The accumulators of group slot `g`.
+    fn accs_mut(&mut self, g: u32) -> &mut [Acc] {
+        let n = self.kinds.len();
+        &mut self.accs[g as usize * n..(g as usize + 1) * n]
+    }
+
+    fn group_mut(&mut self, g: u32) -> &mut Group {
+        self.groups[g as usize].as_mut().expect("live group")
+    }
+
+    fn new_group(&mut self, key: u32, start: i64, end: i64, accs: Option<Vec<Acc>>) -> u32 {
         let accs = accs.unwrap_or_else(|| self.kinds.iter().map(|k| Acc::new(*k)).collect());
         let g = Group {
             key,
             start,
             end,
-            accs,
             dirty: true,
         };
         self.key_refs[key as usize] += 1;
         let idx = match self.free.pop() {
             Some(i) => {
-                self.groups[i] = Some(g);
+                self.groups[i as usize] = Some(g);
+                for (slot, a) in self.accs_mut(i).iter_mut().zip(accs) {
+                    *slot = a;
+                }
                 i
             }
             None => {
                 self.groups.push(Some(g));
-                self.groups.len() - 1
+                self.accs.extend(accs);
+                u32::try_from(self.groups.len() - 1).expect("fewer than 2^32 open groups")
             }
         };
         self.by_end.insert((end, idx));
@@ -132,41 +158,48 @@ impl GroupStore {
 
     /// The group of a fixed window, created empty if absent.
     #[inline]
-    fn fixed(&mut self, key: u32, start: i64, end: i64) -> usize {
-        if let Some(&i) = self.fixed.get(&(key, start)) {
-            return i;
+    fn fixed(&mut self, key: u32, start: i64, end: i64) -> u32 {
+        let recent = &mut self.recent[key as usize];
+        if recent.0 == start && recent.1 != u32::MAX {
+            return recent.1;
         }
-        let i = self.new_group(key, start, end, None);
-        self.fixed.insert((key, start), i);
-        i
+        let g = match self.fixed.get(&(key, start)) {
+            Some(&g) => g,
+            None => {
+                let g = self.new_group(key, start, end, None);
+                self.fixed.insert((key, start), g);
+                g
+            }
+        };
+        self.recent[key as usize] = (start, g);
+        g
     }
 
     /// The session group covering `[start, end)` for `key`: overlapping sessions are
     /// merged into one, extended to cover the interval; `accs` (if any) merge in.
-    fn session(&mut self, key: u32, start: i64, end: i64, accs: Option<&[Acc]>) -> usize {
+    fn session(&mut self, key: u32, start: i64, end: i64, accs: Option<&[Acc]>) -> u32 {
         let list = self.sessions.remove(&key).unwrap_or_default();
-        let (overlap, mut rest): (Vec<usize>, Vec<usize>) = list.into_iter().partition(|&i| {
-            let g = self.groups[i].as_ref().expect("session index is live");
+        let (overlap, mut rest): (Vec<u32>, Vec<u32>) = list.into_iter().partition(|&i| {
+            let g = self.groups[i as usize]
+                .as_ref()
+                .expect("session index is live");
             g.start < end && start < g.end
         });
         let idx = match overlap.first() {
-            None => {
-                let fresh = self.kinds.iter().map(|k| Acc::new(*k)).collect();
-                self.new_group(key, start, end, Some(fresh))
-            }
+            None => self.new_group(key, start, end, None),
             Some(&first) => {
                 for &other in &overlap[1..] {
                     // `first` still holds the key, so `take` cannot release it.
-                    let (g, _) = self.take(other);
-                    let target = self.groups[first].as_mut().expect("live");
-                    for (a, b) in target.accs.iter_mut().zip(&g.accs) {
+                    let (g, other_accs, _) = self.take(other);
+                    for (a, b) in self.accs_mut(first).iter_mut().zip(&other_accs) {
                         a.merge(b);
                     }
+                    let target = self.group_mut(first);
                     target.start = target.start.min(g.start);
                     let new_end = target.end.max(g.end);
                     self.set_end(first, new_end);
                 }
-                let g = self.groups[first].as_mut().expect("live");
+                let g = self.group_mut(first);
                 g.start = g.start.min(start);
                 let new_end = g.end.max(end);
                 self.set_end(first, new_end);
@@ -174,32 +207,35 @@ impl GroupStore {
             }
         };
         if let Some(accs) = accs {
-            let g = self.groups[idx].as_mut().expect("live");
-            for (a, b) in g.accs.iter_mut().zip(accs) {
+            for (a, b) in self.accs_mut(idx).iter_mut().zip(accs) {
                 a.merge(b);
             }
         }
-        if let Some(g) = self.groups[idx].as_mut() {
-            g.dirty = true;
-        }
+        self.group_mut(idx).dirty = true;
         rest.push(idx);
         self.sessions.insert(key, rest);
         idx
     }
 
-    fn set_end(&mut self, idx: usize, end: i64) {
-        let g = self.groups[idx].as_mut().expect("live");
+    fn set_end(&mut self, idx: u32, end: i64) {
+        let g = self.group_mut(idx);
         if g.end != end {
-            self.by_end.remove(&(g.end, idx));
-            g.end = end;
+            let old = std::mem::replace(&mut g.end, end);
+            self.by_end.remove(&(old, idx));
             self.by_end.insert((end, idx));
         }
     }
 
     /// Removes a group, releasing its key when no group uses it any more. Returns
-    /// the group and its key bytes.
-    fn take(&mut self, idx: usize) -> (Group, Box<[u8]>) {
-        let g = self.groups[idx].take().expect("live group");
+    /// the group, its accumulators and its key bytes.
+    fn take(&mut self, idx: u32) -> (Group, Vec<Acc>, Box<[u8]>) {
+        let g = self.groups[idx as usize].take().expect("live group");
+        // The slot's accumulators are replaced when the slot is reused.
+        let accs = self
+            .accs_mut(idx)
+            .iter_mut()
+            .map(|a| std::mem::replace(a, Acc::Count(0)))
+            .collect();
         self.free.push(idx);
         self.by_end.remove(&(g.end, idx));
         if self.session {
@@ -211,6 +247,9 @@ impl GroupStore {
             }
         } else {
             self.fixed.remove(&(g.key, g.start));
+            if self.recent[g.key as usize] == (g.start, idx) {
+                self.recent[g.key as usize] = NO_GROUP;
+            }
         }
         let refs = &mut self.key_refs[g.key as usize];
         *refs -= 1;
@@ -222,13 +261,13 @@ impl GroupStore {
         } else {
             self.key_bytes[g.key as usize].clone()
         };
-        (g, bytes)
+        (g, accs, bytes)
     }
 
     /// Indexes of groups whose window ended at or before `watermark`.
-    fn ended(&self, watermark: i64) -> Vec<usize> {
+    fn ended(&self, watermark: i64) -> Vec<u32> {
         self.by_end
-            .range(..=(watermark, usize::MAX))
+            .range(..=(watermark, u32::MAX))
             .map(|&(_, i)| i)
             .collect()
     }
@@ -240,6 +279,8 @@ pub struct PartitionWindows {
     lateness: i64,
     store: GroupStore,
     late_rows: u64,
+    /// (row, group) pairs of the batch being folded.
+    targets: Vec<(u32, u32)>,
 }
 
 impl PartitionWindows {
@@ -250,6 +291,7 @@ impl PartitionWindows {
             lateness: allowed_lateness_ms.max(0),
             store: GroupStore::new(kinds, matches!(spec, WindowSpec::Session { .. })),
             late_rows: 0,
+            targets: Vec::new(),
         }
     }
 
@@ -257,6 +299,10 @@ impl PartitionWindows {
     /// `args[j]` the argument column of aggregate j (`None` for `count(*)`).
     /// `watermark` is the query's watermark before these rows. Returns the indexes of
     /// late rows (not aggregated).
+    ///
+    /// Fixed windows fold in two passes: rows are placed in their groups first, then
+    /// each aggregate folds its whole column. Sessions fold row by row, because a
+    /// row can merge the sessions that earlier rows of the batch went to.
     pub fn process<'k>(
         &mut self,
         key: impl Fn(usize) -> &'k [u8],
@@ -264,40 +310,88 @@ impl PartitionWindows {
         args: &[Option<&Float64Array>],
         watermark: Option<i64>,
     ) -> Vec<usize> {
+        let cutoff = watermark.map(|w| w.saturating_sub(self.lateness));
+        let late = match self.spec {
+            WindowSpec::Session { .. } => self.process_sessions(key, ts, args, cutoff),
+            WindowSpec::Tumble { size } => {
+                let mut late = Vec::new();
+                let mut targets = std::mem::take(&mut self.targets);
+                targets.clear();
+                for (i, &t) in ts.iter().enumerate() {
+                    let start = floor_to(t, size);
+                    let end = start.saturating_add(size);
+                    if cutoff.is_some_and(|c| end <= c) {
+                        late.push(i);
+                        continue;
+                    }
+                    let k = self.store.key_id(key(i));
+                    targets.push((i as u32, self.store.fixed(k, start, end)));
+                }
+                self.fold_columns(&targets, ts, args);
+                self.targets = targets;
+                late
+            }
+            WindowSpec::Hop { .. } => {
+                let mut late = Vec::new();
+                let mut targets = std::mem::take(&mut self.targets);
+                targets.clear();
+                let mut windows: Vec<(i64, i64)> = Vec::with_capacity(4);
+                for (i, &t) in ts.iter().enumerate() {
+                    windows.clear();
+                    self.spec.windows_of(t, |s, e| {
+                        if cutoff.is_none_or(|c| e > c) {
+                            windows.push((s, e));
+                        }
+                    });
+                    if windows.is_empty() {
+                        late.push(i);
+                        continue;
+                    }
+                    let k = self.store.key_id(key(i));
+                    for &(s, e) in &windows {
+                        targets.push((i as u32, self.store.fixed(k, s, e)));
+                    }
+                }
+                self.fold_columns(&targets, ts, args);
+                self.targets = targets;
+                late
+            }
+        };
+        self.late_rows += late.len() as u64;
+        late
+    }
+
+    fn fold_columns(&mut self, targets: &[(u32, u32)], ts: &[i64], args: &[Option<&Float64Array>]) {
+        let n = self.store.kinds.len();
+        for (j, kind) in self.store.kinds.iter().enumerate() {
+            Acc::update_column(*kind, &mut self.store.accs, n, j, targets, args[j], ts);
+        }
+    }
+
+    fn process_sessions<'k>(
+        &mut self,
+        key: impl Fn(usize) -> &'k [u8],
+        ts: &[i64],
+        args: &[Option<&Float64Array>],
+        cutoff: Option<i64>,
+    ) -> Vec<usize> {
         let kinds = self.store.kinds.clone();
         let mut late = Vec::new();
-        let mut windows: Vec<(i64, i64)> = Vec::with_capacity(4);
         for (i, &t) in ts.iter().enumerate() {
-            windows.clear();
-            self.spec.windows_of(t, |s, e| windows.push((s, e)));
-            if let Some(c) = watermark.map(|w| w.saturating_sub(self.lateness)) {
-                if self.store.session {
-                    // A row behind the cutoff could belong to a session already
-                    // emitted and dropped: late.
-                    windows.retain(|&(s, _)| s >= c);
-                } else {
-                    windows.retain(|&(_, e)| e > c);
-                }
-            }
-            if windows.is_empty() {
+            // A row behind the cutoff could belong to a session already emitted and
+            // dropped: late.
+            if cutoff.is_some_and(|c| t < c) {
                 late.push(i);
                 continue;
             }
             let k = self.store.key_id(key(i));
-            for &(s, e) in &windows {
-                let g = if self.store.session {
-                    self.store.session(k, s, e, None)
-                } else {
-                    self.store.fixed(k, s, e)
-                };
-                let accs = &mut self.store.groups[g].as_mut().expect("live group").accs;
-                for (j, acc) in accs.iter_mut().enumerate() {
-                    let v = args[j].and_then(|a| a.is_valid(i).then(|| a.value(i)));
-                    acc.update(kinds[j], v, t);
-                }
+            let (s, e) = (t, t.saturating_add(self.spec.max_len()));
+            let g = self.store.session(k, s, e, None);
+            for (j, acc) in self.store.accs_mut(g).iter_mut().enumerate() {
+                let v = args[j].and_then(|a| a.is_valid(i).then(|| a.value(i)));
+                acc.update(kinds[j], v, t);
             }
         }
-        self.late_rows += late.len() as u64;
         late
     }
 
@@ -307,12 +401,12 @@ impl PartitionWindows {
         let ended = self.store.ended(watermark);
         let mut out = Vec::with_capacity(ended.len());
         for i in ended {
-            let (g, key) = self.store.take(i);
+            let (g, accs, key) = self.store.take(i);
             out.push(Partial {
                 key,
                 start: g.start,
                 end: g.end,
-                accs: g.accs,
+                accs,
             });
         }
         out
@@ -361,11 +455,10 @@ impl FinalWindows {
                 self.store.session(k, p.start, p.end, Some(&p.accs));
             } else {
                 let i = self.store.fixed(k, p.start, p.end);
-                let g = self.store.groups[i].as_mut().expect("live group");
-                for (a, b) in g.accs.iter_mut().zip(&p.accs) {
+                for (a, b) in self.store.accs_mut(i).iter_mut().zip(&p.accs) {
                     a.merge(b);
                 }
-                g.dirty = true;
+                self.store.group_mut(i).dirty = true;
             }
         }
     }
@@ -376,11 +469,11 @@ impl FinalWindows {
         let kinds = self.store.kinds.clone();
         let mut out = Vec::new();
         for i in self.store.ended(watermark) {
-            let g = self.store.groups[i].as_mut().expect("live group");
+            let n = kinds.len();
+            let g = self.store.groups[i as usize].as_mut().expect("live group");
             if g.dirty {
                 g.dirty = false;
-                let values = g
-                    .accs
+                let values = self.store.accs[i as usize * n..(i as usize + 1) * n]
                     .iter()
                     .zip(kinds.iter())
                     .map(|(a, k)| a.finish(*k))
@@ -394,7 +487,10 @@ impl FinalWindows {
             }
         }
         for i in self.store.ended(watermark.saturating_sub(self.lateness)) {
-            if self.store.groups[i].as_ref().is_some_and(|g| !g.dirty) {
+            if self.store.groups[i as usize]
+                .as_ref()
+                .is_some_and(|g| !g.dirty)
+            {
                 self.store.take(i);
             }
         }
