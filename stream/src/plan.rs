@@ -111,6 +111,8 @@ pub struct WindowedPlan {
     pub spec: WindowSpec,
     /// Per batch: `[keys..., __ts, args...]`.
     pub pre: Arc<dyn ExecutionPlan>,
+    /// `pre`'s schema with readable names, for late rows sent to a side output.
+    pub late_schema: SchemaRef,
     /// Number of key columns at the front of `pre`'s output.
     pub n_keys: usize,
     /// Aggregates, in the order of the `GROUP BY`'s aggregate list.
@@ -251,10 +253,14 @@ pub async fn compile(ctx: &SessionContext, sql: &str, slot: Arc<Slot>) -> Result
         let (kind, arg) = aggregate_of(e)?;
         kinds.push(kind);
         match arg {
-            Some(a) => {
-                arg_columns.push(Some(keys.len() + 1 + arg_exprs.len()));
-                arg_exprs.push(a);
-            }
+            // Aggregates of one expression (avg(v), max(v)) share its column.
+            Some(a) => match arg_exprs.iter().position(|x| *x == a) {
+                Some(j) => arg_columns.push(Some(keys.len() + 1 + j)),
+                None => {
+                    arg_columns.push(Some(keys.len() + 1 + arg_exprs.len()));
+                    arg_exprs.push(a);
+                }
+            },
             None => arg_columns.push(None),
         }
     }
@@ -266,7 +272,7 @@ pub async fn compile(ctx: &SessionContext, sql: &str, slot: Arc<Slot>) -> Result
     for (i, k) in keys.iter().enumerate() {
         proj.push(k.clone().alias(format!("__k{i}")));
     }
-    proj.push(cast(ts_expr, udf::ts_type()).alias("__ts"));
+    proj.push(cast(ts_expr.clone(), udf::ts_type()).alias("__ts"));
     for (j, a) in arg_exprs.iter().enumerate() {
         let t = a
             .get_type(input_schema.as_ref())
@@ -280,6 +286,7 @@ pub async fn compile(ctx: &SessionContext, sql: &str, slot: Arc<Slot>) -> Result
     }
     let pre_plan = LogicalPlanBuilder::from(input).project(proj)?.build()?;
     let pre = state.create_physical_plan(&pre_plan).await?;
+    let late_schema = late_schema(&pre.schema(), &keys, &ts_expr, &arg_exprs);
 
     // The post-aggregation steps, bottom up.
     let agg_schema: DFSchemaRef = agg.schema.clone();
@@ -341,6 +348,7 @@ pub async fn compile(ctx: &SessionContext, sql: &str, slot: Arc<Slot>) -> Result
         kind: CompiledKind::Windowed(WindowedPlan {
             spec,
             pre,
+            late_schema,
             n_keys: keys.len(),
             kinds: Arc::from(kinds),
             arg_columns,
@@ -353,6 +361,44 @@ pub async fn compile(ctx: &SessionContext, sql: &str, slot: Arc<Slot>) -> Result
         slot,
         task_ctx,
     })
+}
+
+/// The schema of late rows: the pre-aggregation columns named after what they hold
+/// (a column's own name, else the expression's text; the event time keeps its
+/// column's name, else `event_time`), made unique with a `_2`, `_3`... suffix.
+fn late_schema(pre: &SchemaRef, keys: &[Expr], ts: &Expr, args: &[Expr]) -> SchemaRef {
+    // A column, possibly behind casts the planner added.
+    fn column(e: &Expr) -> Option<&str> {
+        match e {
+            Expr::Column(c) => Some(&c.name),
+            Expr::Cast(c) => column(&c.expr),
+            Expr::TryCast(c) => column(&c.expr),
+            _ => None,
+        }
+    }
+    let name = |e: &Expr| column(e).map_or_else(|| e.schema_name().to_string(), str::to_string);
+    let ts_name = column(ts).unwrap_or("event_time").to_string();
+    let wanted = keys
+        .iter()
+        .map(name)
+        .chain(std::iter::once(ts_name))
+        .chain(args.iter().map(name));
+    let mut used = std::collections::HashSet::new();
+    let fields: Vec<Field> = pre
+        .fields()
+        .iter()
+        .zip(wanted)
+        .map(|(f, want)| {
+            let mut n = want.clone();
+            let mut k = 1;
+            while !used.insert(n.clone()) {
+                k += 1;
+                n = format!("{want}_{k}");
+            }
+            f.as_ref().clone().with_name(n)
+        })
+        .collect();
+    Arc::new(Schema::new(fields))
 }
 
 /// DataFusion's message without its internal prefixes.

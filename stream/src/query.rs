@@ -24,7 +24,8 @@ use crate::{Error, Result};
 pub struct Output {
     /// Result rows (the query's output schema).
     pub rows: Vec<RecordBatch>,
-    /// Late rows, as the pre-aggregation projection saw them (keys, `__ts`, args).
+    /// Late rows, as the pre-aggregation projection saw them (keys, event time,
+    /// aggregate arguments), in [`QueryRuntime::late_schema`].
     pub late: Vec<RecordBatch>,
 }
 
@@ -95,10 +96,11 @@ impl QueryRuntime {
         self.compiled.window_column
     }
 
-    /// The schema of late rows (the pre-aggregation projection), windowed queries.
+    /// The schema of late rows (the pre-aggregation projection: group keys, event
+    /// time, aggregate arguments, with readable names), windowed queries.
     pub fn late_schema(&self) -> Option<SchemaRef> {
         match &self.compiled.kind {
-            CompiledKind::Windowed(w) => Some(w.pre.schema()),
+            CompiledKind::Windowed(w) => Some(w.late_schema.clone()),
             CompiledKind::Stateless(_) => None,
         }
     }
@@ -188,7 +190,11 @@ impl QueryRuntime {
                         self.stats.late_rows += late.len() as u64;
                         let idx =
                             UInt32Array::from(late.iter().map(|&i| i as u32).collect::<Vec<_>>());
-                        out.late.push(take_record_batch(&b, &idx)?);
+                        let rows = take_record_batch(&b, &idx)?;
+                        out.late.push(RecordBatch::try_new(
+                            w.late_schema.clone(),
+                            rows.columns().to_vec(),
+                        )?);
                     }
                 }
             }

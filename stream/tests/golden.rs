@@ -388,11 +388,19 @@ async fn feed(case: &Case, dir: &Path) -> Fed {
                 .process(stream, p, reading_batch(&rows), max, now)
                 .await
                 .expect("process");
-            fed.late_seen += out
-                .iter()
-                .flat_map(|o| &o.late)
-                .map(|b| b.num_rows())
-                .sum::<usize>();
+            for b in out.iter().flat_map(|o| &o.late) {
+                fed.late_seen += b.num_rows();
+                // Late rows keep readable names (keys, event time, arguments) and
+                // are exactly the injected ones.
+                let schema = b.schema();
+                let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+                assert_eq!(names, ["sensor", "ts", "value"], "late row columns");
+                let values = b.column(2).as_primitive::<Float64Type>();
+                assert!(
+                    values.iter().all(|v| v == Some(-999.0)),
+                    "only injected rows are late: {values:?}"
+                );
+            }
             fed.accepted
                 .extend(rows.into_iter().filter(|r| r.value != -999.0).cloned());
         }
