@@ -89,56 +89,70 @@ fn data() -> Data {
     }
 }
 
+/// A window far after the data: it moves the watermark past every window of the data.
+fn sentinel(name: &str) -> Aggregate {
+    Aggregate {
+        sensor: Arc::from(name),
+        site: None,
+        field: Arc::from("temp"),
+        window_start: T0 + 7_200_000,
+        window_end: T0 + 7_210_000,
+        revision: 0,
+        count: 1,
+        min: 0.0,
+        max: 0.0,
+        sum: 0.0,
+        first_ts: T0 + 7_200_000,
+        first: 0.0,
+        last_ts: T0 + 7_200_000,
+        last: 0.0,
+    }
+}
+
+/// Produces edge aggregates (binary encoding, keyed by sensor) to one partition.
+async fn send_aggregates(
+    producer: &FutureProducer,
+    topic: &str,
+    partition: i32,
+    aggs: &[Aggregate],
+) {
+    let values: Vec<Vec<u8>> = aggs
+        .iter()
+        .map(|a| {
+            let mut value = Vec::new();
+            wire::aggregate_binary("gw-test", a, &mut value);
+            value
+        })
+        .collect();
+    let mut sends = Vec::new();
+    for (a, value) in aggs.iter().zip(&values) {
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: wire::HEADER_ENCODING,
+                value: Some(wire::ENCODING_BINARY),
+            })
+            .insert(Header {
+                key: wire::HEADER_KIND,
+                value: Some("aggregate"),
+            });
+        let rec = FutureRecord::to(topic)
+            .partition(partition)
+            .key(&*a.sensor)
+            .payload(value)
+            .headers(headers);
+        sends.push(producer.send(rec, Duration::from_secs(30)));
+    }
+    for s in sends {
+        s.await.map_err(|(e, _)| e).expect("produce");
+    }
+}
+
 async fn produce(kafka: &Kafka, topic: &str, data: &Data) {
     let producer: FutureProducer = kafka.client_config().create().expect("producer");
     for (p, aggs) in data.per_partition.iter().enumerate() {
-        let mut bufs = Vec::new();
-        for a in aggs {
-            let mut b = Vec::new();
-            wire::aggregate_binary("gw-test", a, &mut b);
-            bufs.push((a.sensor.to_string(), b));
-        }
-        // A sentinel two hours later closes every window of the data.
-        let sentinel = Aggregate {
-            sensor: Arc::from(format!("~sentinel-{p}")),
-            site: None,
-            field: Arc::from("temp"),
-            window_start: T0 + 7_200_000,
-            window_end: T0 + 7_210_000,
-            revision: 0,
-            count: 1,
-            min: 0.0,
-            max: 0.0,
-            sum: 0.0,
-            first_ts: T0 + 7_200_000,
-            first: 0.0,
-            last_ts: T0 + 7_200_000,
-            last: 0.0,
-        };
-        let mut b = Vec::new();
-        wire::aggregate_binary("gw-test", &sentinel, &mut b);
-        bufs.push((sentinel.sensor.to_string(), b));
-        let mut sends = Vec::new();
-        for (key, value) in &bufs {
-            let headers = OwnedHeaders::new()
-                .insert(Header {
-                    key: wire::HEADER_ENCODING,
-                    value: Some(wire::ENCODING_BINARY),
-                })
-                .insert(Header {
-                    key: wire::HEADER_KIND,
-                    value: Some("aggregate"),
-                });
-            let rec = FutureRecord::to(topic)
-                .partition(p as i32)
-                .key(key)
-                .payload(value)
-                .headers(headers);
-            sends.push(producer.send(rec, Duration::from_secs(30)));
-        }
-        for s in sends {
-            s.await.map_err(|(e, _)| e).expect("produce");
-        }
+        let mut aggs = aggs.clone();
+        aggs.push(sentinel(&format!("~sentinel-{p}")));
+        send_aggregates(&producer, topic, p as i32, &aggs).await;
     }
     // One record that is not an aggregate: it must end up dead-lettered, not dropped.
     let headers = OwnedHeaders::new().insert(Header {
@@ -191,7 +205,9 @@ name = "aggregates"
 topic = "{topic}"
 format = "edge-aggregates"
 watermark_delay = "0s"
-idle_timeout = "2s"
+# Every partition ends with a sentinel that closes the windows; a short idle timeout
+# would let a partition read late on a busy machine fall behind the watermark.
+idle_timeout = "60s"
 latest_key = ["sensor", "field"]
 [[queries]]
 name = "temp_1m"
@@ -581,4 +597,204 @@ async fn rollups_reach_postgres_parquet_kafka_and_psql_and_survive_a_replay() {
         after_files == files,
         "Parquet: the same rows in the same files"
     );
+}
+
+/// A 10-second edge window of `sensor` starting at `start` (ms after T0).
+fn edge_window(sensor: &str, site: Option<&str>, start: i64, count: u64, max: f64) -> Aggregate {
+    let ws = T0 + start;
+    Aggregate {
+        sensor: Arc::from(sensor),
+        site: site.map(Arc::from),
+        field: Arc::from("temp"),
+        window_start: ws,
+        window_end: ws + 10_000,
+        revision: 0,
+        count,
+        min: max - 1.0,
+        max,
+        sum: (max - 0.5) * count as f64,
+        first_ts: ws,
+        first: max - 1.0,
+        last_ts: ws + 9_000,
+        last: max,
+    }
+}
+
+/// (site, sensor, minute ms, n, high)
+type LateDemoRow = (Option<String>, String, i64, i64, f64);
+
+async fn late_demo_rows(pg: &Postgres) -> Option<Vec<LateDemoRow>> {
+    let rows = pg
+        .client()
+        .await
+        .query("SELECT site, sensor, (extract(epoch FROM minute) * 1000)::bigint, n, high FROM late_demo ORDER BY 2, 3", &[])
+        .await
+        .ok()?;
+    Some(
+        rows.iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+            .collect(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_rows_reach_the_late_sinks_and_null_keys_are_upserted() {
+    let (kafka, pg) = tokio::join!(Kafka::start_in_memory(), Postgres::start());
+    let topic = unique_topic("late-aggregates");
+    kafka.create_topic(&topic, 1).await;
+
+    // Three minutes of 10-second windows from a sensor with a site and one without.
+    let mut on_time = Vec::new();
+    for step in 0..18i64 {
+        on_time.push(edge_window(
+            "a1",
+            Some("north"),
+            step * 10_000,
+            10,
+            20.0 + (step % 7) as f64,
+        ));
+        on_time.push(edge_window(
+            "b2",
+            None,
+            step * 10_000,
+            5,
+            30.0 - (step % 5) as f64,
+        ));
+    }
+    // Independent of the processor: (site, sensor, minute) → (sum of counts, max of max).
+    let mut oracle: BTreeMap<(Option<String>, String, i64), (i64, f64)> = BTreeMap::new();
+    for a in &on_time {
+        let minute = a.window_start - a.window_start.rem_euclid(60_000);
+        let e = oracle
+            .entry((
+                a.site.as_deref().map(str::to_string),
+                a.sensor.to_string(),
+                minute,
+            ))
+            .or_insert((0, f64::MIN));
+        e.0 += a.count as i64;
+        e.1 = e.1.max(a.max);
+    }
+    let mut want: Vec<LateDemoRow> = oracle
+        .into_iter()
+        .map(|((site, sensor, m), (n, hi))| (site, sensor, m, n, hi))
+        .collect();
+    want.sort_by(|a, b| (&a.1, a.2).cmp(&(&b.1, b.2)));
+
+    let producer: FutureProducer = kafka.client_config().create().expect("producer");
+    let mut first = on_time.clone();
+    first.push(sentinel("~sentinel"));
+    send_aggregates(&producer, &topic, 0, &first).await;
+
+    let (pg_port, http_port) = (free_port(), free_port());
+    let config = format!(
+        r#"
+node_id = "processor-late-test"
+[kafka]
+brokers = "{brokers}"
+[ingest]
+batch_size = 1000
+linger = "20ms"
+[server]
+pg_listen = "127.0.0.1:{pg_port}"
+http_listen = "127.0.0.1:{http_port}"
+[[streams]]
+name = "aggregates"
+topic = "{topic}"
+format = "edge-aggregates"
+watermark_delay = "0s"
+# Every partition ends with a sentinel that closes the windows; a short idle timeout
+# would let a partition read late on a busy machine fall behind the watermark.
+idle_timeout = "60s"
+[[queries]]
+name = "late_demo"
+sql = """
+SELECT site, sensor, tumble(window_start, INTERVAL '1 minute') AS minute,
+       sum("count") AS n, max("max") AS high
+FROM aggregates
+WHERE sensor NOT LIKE '~%'
+GROUP BY site, sensor, tumble(window_start, INTERVAL '1 minute')
+"""
+sinks = ["pg"]
+late_sinks = ["pg"]
+[sinks.pg]
+type = "postgres"
+url = "{pg_url}"
+"#,
+        brokers = kafka.bootstrap(),
+        pg_url = pg.url,
+    );
+    let mut processor = EdgeAgent::builder()
+        .program(env!("CARGO_BIN_EXE_edgeflow"), &["process"])
+        .name("processor-late")
+        .config(config)
+        .spawn();
+    processor
+        .wait_for_log_line("processor running", Duration::from_secs(60))
+        .await;
+
+    // Every window, a NULL site included, with the values computed above.
+    let got = wait_until(
+        "every window in PostgreSQL",
+        Duration::from_secs(90),
+        || async { late_demo_rows(&pg).await.filter(|r| r.len() >= want.len()) },
+    )
+    .await;
+    assert_eq!(got, want);
+
+    // The watermark has passed every window: these rows are late (no allowed
+    // lateness). They go to the late side output, not into the windows.
+    let late = vec![
+        edge_window("a1", Some("north"), 5_000, 3, 99.0),
+        edge_window("b2", None, 65_000, 4, 98.0),
+        edge_window("a1", Some("north"), 125_000, 2, 97.0),
+    ];
+    send_aggregates(&producer, &topic, 0, &late).await;
+    type LateRow = (Option<String>, String, i64, f64, f64);
+    let late_rows: Vec<LateRow> = wait_until(
+        "the late rows in PostgreSQL",
+        Duration::from_secs(60),
+        || async {
+            let rows = pg
+                .client()
+                .await
+                .query(
+                    "SELECT site, sensor, (extract(epoch FROM window_start) * 1000)::bigint, \"count\", \"max\" FROM late_demo_late ORDER BY 3",
+                    &[],
+                )
+                .await
+                .ok()?;
+            let rows: Vec<LateRow> = rows
+                .iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+                .collect();
+            (rows.len() >= late.len()).then_some(rows)
+        },
+    )
+    .await;
+    let want_late: Vec<LateRow> = late
+        .iter()
+        .map(|a| {
+            (
+                a.site.as_deref().map(str::to_string),
+                a.sensor.to_string(),
+                a.window_start,
+                a.count as f64,
+                a.max,
+            )
+        })
+        .collect();
+    assert_eq!(
+        late_rows, want_late,
+        "late rows, columns named after their sources"
+    );
+
+    // Counted, and the windows did not change.
+    let p = psql(
+        "127.0.0.1",
+        pg_port,
+        "SELECT late_rows FROM edgeflow_queries WHERE name = 'late_demo'",
+    );
+    assert_eq!(p.stdout.trim(), "3", "{}", p.stderr);
+    assert_eq!(late_demo_rows(&pg).await.expect("rows"), want);
 }

@@ -5,7 +5,7 @@
 //! | [`stdout::StdoutSink`] | JSON lines | none (for people and pipes) |
 //! | [`kafka::KafkaSink`] | one record per row, keyed by the row's identity | idempotent producer; a replay appends records with the same key and value (compacted topics and consumers keep the last per key) |
 //! | [`parquet::ParquetSink`] | Parquet files on object storage, by date and time bucket | files are named by (query, bucket, part) and hold a bucket's rows sorted by identity, so a replay rewrites the same files |
-//! | [`postgres::PostgresSink`] | rows of a table created if absent, primary key = identity | `INSERT ... ON CONFLICT DO UPDATE` (upsert) |
+//! | [`postgres::PostgresSink`] | rows of a table created if absent, unique (nulls not distinct) on the identity | `INSERT ... ON CONFLICT DO UPDATE` (upsert) |
 //!
 //! Every row a continuous query emits has an identity: the query's name, its group
 //! keys and its window start (for a filter/projection query, the whole row). A window

@@ -1,9 +1,12 @@
 //! The PostgreSQL sink: upserts rows into a table per query.
 //!
 //! The table (by default named after the query) is created if absent, with one
-//! column per output column and the row identity as primary key. Rows are written in
-//! multi-row `INSERT ... ON CONFLICT (identity) DO UPDATE` statements, so a window
-//! emitted again replaces its row and a replay after a crash changes nothing.
+//! column per output column and a unique constraint on the row identity. The
+//! constraint is `NULLS NOT DISTINCT` (PostgreSQL 15 or later), because a group key
+//! can be NULL (`GROUP BY site` over sensors without a site) and such a row must be
+//! upserted like any other, not refused. Rows are written in multi-row
+//! `INSERT ... ON CONFLICT (identity) DO UPDATE` statements, so a window emitted again
+//! replaces its row and a replay after a crash changes nothing.
 //!
 //! Types: text ← strings, double precision ← floats, bigint ← integers, boolean,
 //! timestamptz ← timestamps. Column names longer than PostgreSQL's 63 bytes are
@@ -26,6 +29,8 @@ use crate::{last_per_identity, Error, QueryShape, Result, Sink};
 
 /// PostgreSQL's limit on bind parameters per statement.
 const MAX_PARAMS: usize = 65_535;
+/// The oldest server the sink works with (`server_version_num` of 15.0).
+const MIN_SERVER_VERSION: i64 = 150_000;
 /// Rows per statement at most.
 const MAX_ROWS: usize = 1_000;
 
@@ -125,7 +130,7 @@ pub fn create_table_sql(table: &str, shape: &QueryShape) -> Result<String> {
     }
     let pk: Vec<String> = shape.identity_names().iter().map(|n| quote(n)).collect();
     Ok(format!(
-        "CREATE TABLE IF NOT EXISTS {} ({}, PRIMARY KEY ({}))",
+        "CREATE TABLE IF NOT EXISTS {} ({}, UNIQUE NULLS NOT DISTINCT ({}))",
         quote(table),
         cols.join(", "),
         pk.join(", ")
@@ -238,6 +243,16 @@ impl Sink for PostgresSink {
         let sql = create_table_sql(&self.table(&shape.query), shape)?;
         let mut slot = self.client.lock().await;
         let client = self.client(&mut slot).await?;
+        let version: i64 = client
+            .query_one("SELECT current_setting('server_version_num')::bigint", &[])
+            .await?
+            .get(0);
+        if version < MIN_SERVER_VERSION {
+            return Err(Error::Postgres(format!(
+                "sink `{}`: the PostgreSQL server is version {version}; the sink needs 15 or later (its tables are unique on the row identity with NULLS NOT DISTINCT)",
+                self.name
+            )));
+        }
         client.batch_execute(&sql).await?;
         Ok(())
     }
