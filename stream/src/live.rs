@@ -42,6 +42,7 @@ struct Segment {
 struct Inner {
     converter: Option<RowConverter>,
     identity: Vec<usize>,
+    /// Oldest first; ids increase from front to back.
     segments: VecDeque<Segment>,
     index: HashMap<Box<[u8]>, (u64, u32), RandomState>,
     /// Identities of more than one column: the first column's value (row format) →
@@ -57,16 +58,18 @@ struct Inner {
 type RowBytes = Box<[u8]>;
 
 struct FirstIndex {
+    /// The first identity column.
+    column: usize,
     converter: RowConverter,
     keys: HashMap<RowBytes, Vec<RowBytes>, RandomState>,
 }
 
 impl FirstIndex {
     /// The first identity column of `batch` in row format.
-    fn rows(&self, batch: &RecordBatch, column: usize) -> Result<Rows> {
+    fn rows(&self, batch: &RecordBatch) -> Result<Rows> {
         Ok(self
             .converter
-            .convert_columns(&[batch.column(column).clone()])?)
+            .convert_columns(&[batch.column(self.column).clone()])?)
     }
 
     fn add(&mut self, first: &[u8], key: Box<[u8]>) {
@@ -84,6 +87,17 @@ impl FirstIndex {
 }
 
 impl Inner {
+    /// The segment with id `sid`: ids increase from front to back, so a binary search.
+    fn segment(&self, sid: u64) -> Option<&Segment> {
+        let i = self.segments.binary_search_by_key(&sid, |s| s.id).ok()?;
+        self.segments.get(i)
+    }
+
+    fn segment_mut(&mut self, sid: u64) -> Option<&mut Segment> {
+        let i = self.segments.binary_search_by_key(&sid, |s| s.id).ok()?;
+        self.segments.get_mut(i)
+    }
+
     /// The identity of every row of `batch` in row format (`None`: no identity).
     fn identity_rows(&self, batch: &RecordBatch) -> Result<Option<Rows>> {
         let Some(conv) = &self.converter else {
@@ -126,6 +140,7 @@ impl LiveTable {
         };
         let by_first = if identity.len() > 1 {
             Some(FirstIndex {
+                column: identity[0],
                 converter: RowConverter::new(vec![field(identity[0])])?,
                 keys: HashMap::default(),
             })
@@ -195,7 +210,7 @@ impl LiveTable {
                     if sid == id {
                         seg.alive[r as usize] = false;
                         seg.alive_count -= 1;
-                    } else if let Some(old) = inner.segments.iter_mut().find(|s| s.id == sid) {
+                    } else if let Some(old) = inner.segment_mut(sid) {
                         if old.alive[r as usize] {
                             old.alive[r as usize] = false;
                             old.alive_count -= 1;
@@ -205,7 +220,7 @@ impl LiveTable {
                 }
             }
             if let (Some(fi), false) = (inner.by_first.as_mut(), new_keys.is_empty()) {
-                let first = fi.rows(batch, inner.identity[0])?;
+                let first = fi.rows(batch)?;
                 for i in new_keys {
                     fi.add(first.row(i).data(), Box::from(rows.row(i).data()));
                 }
@@ -223,7 +238,7 @@ impl LiveTable {
             inner.stored -= old.batch.num_rows();
             if let Some(rows) = inner.identity_rows(&old.batch)? {
                 let first = match &inner.by_first {
-                    Some(fi) => Some(fi.rows(&old.batch, inner.identity[0])?),
+                    Some(fi) => Some(fi.rows(&old.batch)?),
                     None => None,
                 };
                 for (i, alive) in old.alive.iter().enumerate() {
@@ -264,9 +279,7 @@ impl LiveTable {
         }
         let row_of = |k: &[u8]| {
             g.index.get(k).and_then(|&(sid, r)| {
-                g.segments
-                    .iter()
-                    .find(|s| s.id == sid)
+                g.segment(sid)
                     .filter(|s| s.alive[r as usize])
                     .map(|s| s.batch.slice(r as usize, 1))
             })
@@ -356,7 +369,7 @@ fn compact(inner: &mut Inner, schema: &SchemaRef) -> Result<()> {
         }
         if let Some(fi) = inner.by_first.as_mut() {
             fi.keys.clear();
-            let first = fi.rows(&batch, inner.identity[0])?;
+            let first = fi.rows(&batch)?;
             for i in 0..batch.num_rows() {
                 fi.add(first.row(i).data(), Box::from(rows.row(i).data()));
             }
