@@ -13,7 +13,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{psql, unique_topic, wait_until, EdgeAgent, Kafka, Postgres};
+use common::{psql, unique_topic, wait_until, EdgeAgent, EdgeAgentBuilder, Kafka, Postgres};
 use edgeflow_edge::config::LatePolicy;
 use edgeflow_edge::window::{Aggregate, Aggregator, Input, WindowSpec};
 use edgeflow_edge::wire;
@@ -239,6 +239,22 @@ topic = "{results}"
     )
 }
 
+/// An `edgeflow process` run by the test harness.
+fn processor_builder(name: &str) -> EdgeAgentBuilder {
+    EdgeAgent::builder()
+        .program(env!("CARGO_BIN_EXE_edgeflow"), &["process"])
+        .name(name)
+}
+
+/// Spawns the processor with `config` and waits until it runs.
+async fn start_processor(builder: EdgeAgentBuilder, config: String) -> EdgeAgent {
+    let mut processor = builder.config(config).spawn();
+    processor
+        .wait_for_log_line("processor running", Duration::from_secs(60))
+        .await;
+    processor
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -403,21 +419,18 @@ async fn rollups_reach_postgres_parquet_kafka_and_psql_and_survive_a_replay() {
     let want = expected(&data.oracle);
 
     let (pg_port, http_port) = (free_port(), free_port());
-    let builder = EdgeAgent::builder()
-        .program(env!("CARGO_BIN_EXE_edgeflow"), &["process"])
-        .name("processor");
+    let builder = processor_builder("processor");
     let lake = builder.workdir().join("lake");
     let topics = Topics {
         input: topic.clone(),
         dlq: dlq.clone(),
         results: results.clone(),
     };
-    let mut processor = builder
-        .config(config(&kafka, &topics, &pg, &lake, pg_port, http_port))
-        .spawn();
-    processor
-        .wait_for_log_line("processor running", Duration::from_secs(60))
-        .await;
+    let mut processor = start_processor(
+        builder,
+        config(&kafka, &topics, &pg, &lake, pg_port, http_port),
+    )
+    .await;
 
     // PostgreSQL: every window, with the values computed from the raw readings.
     let got = wait_until(
@@ -724,14 +737,7 @@ url = "{pg_url}"
         brokers = kafka.bootstrap(),
         pg_url = pg.url,
     );
-    let mut processor = EdgeAgent::builder()
-        .program(env!("CARGO_BIN_EXE_edgeflow"), &["process"])
-        .name("processor-late")
-        .config(config)
-        .spawn();
-    processor
-        .wait_for_log_line("processor running", Duration::from_secs(60))
-        .await;
+    let _processor = start_processor(processor_builder("processor-late"), config).await;
 
     // Every window, a NULL site included, with the values computed above.
     let got = wait_until(
