@@ -40,7 +40,9 @@ _edgeflow_test_env() (
     local tansu_version="${EDGEFLOW_TANSU_VERSION:-0.6.0}"
     local tansu_features="dynostore,libsql"
     local suite="bookworm"
-    local mirror="${EDGEFLOW_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+    # The Debian mirror for debootstrap: EDGEFLOW_DEBIAN_MIRROR if set, else the one this
+    # machine's apt already uses (see debian_mirror below).
+    local mirror="${EDGEFLOW_DEBIAN_MIRROR:-}"
     # Packages inside the image rootfs: mosquitto for the MQTT image; ca-certificates
     # (which brings libssl3) and what `ldd tansu` lists beyond minbase for tansu.
     local rootfs_packages="mosquitto,ca-certificates"
@@ -68,6 +70,14 @@ _edgeflow_test_env() (
         else
             DOCKER_BUILDKIT=0 docker build "$@"
         fi
+    }
+    # debian_mirror SUITE: the archive URI apt is configured with for SUITE (or, on a host
+    # of another release, for its main suite: every Debian mirror carries every suite).
+    debian_mirror() {
+        local targets
+        targets="$(apt-get indextargets --format '$(REPO_URI) $(RELEASE)' 2>/dev/null | sort -u)" || true
+        awk -v suite="$1" '$2 == suite { print $1; found = 1; exit } END { if (!found) exit 1 }' <<<"$targets" ||
+            awk '$2 !~ /-/ && $1 ~ /debian\/?$/ { print $1; exit }' <<<"$targets"
     }
     image_exists() { docker image inspect "$1" >/dev/null 2>&1; }
     image_label() {
@@ -122,7 +132,11 @@ _edgeflow_test_env() (
     if [[ $(image_label "$base_image" edgeflow.inputs) != "$base_key" ]]; then
         if [[ ! -s $rootfs_tar ]]; then
             [[ $(id -u) -eq 0 ]] || die "debootstrap needs root; run scripts/test-env.sh as root once (or via sudo)"
-            log "debootstrapping Debian $suite minbase (+$rootfs_packages); takes a few minutes once"
+            if [[ -z $mirror ]]; then
+                mirror="$(debian_mirror "$suite")" ||
+                    die "no Debian archive found in this machine's apt sources; set EDGEFLOW_DEBIAN_MIRROR to a Debian mirror URL"
+            fi
+            log "debootstrapping Debian $suite minbase (+$rootfs_packages) from $mirror; takes a few minutes once"
             mkdir -p "$cache/images"
             local rootfs
             rootfs="$(mktemp -d "$cache/images/rootfs.XXXXXX")"
