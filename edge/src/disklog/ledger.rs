@@ -197,6 +197,9 @@ pub(crate) struct Ledger {
     floor: Seq,
     acked: AckBits,
     cursor: Seq,
+    /// Records below this seq may be handed out by [`Ledger::next_unsent`]; later ones
+    /// were appended but not yet published (see [`Ledger::publish`]).
+    published: Seq,
     persisted_floor: Seq,
     total_bytes: u64,
     dropped_records: u64,
@@ -235,6 +238,8 @@ impl Ledger {
             floor: persisted,
             acked: AckBits::default(),
             cursor: persisted,
+            // Whatever a restart finds on disk was published by the run that wrote it.
+            published: next_seq,
             persisted_floor: persisted,
             total_bytes,
             dropped_records: 0,
@@ -473,19 +478,28 @@ impl Ledger {
     }
 
     /// The next record to hand to the forwarder: `(segment base, seq)`, the first present,
-    /// unacked seq at or after the cursor.
+    /// unacked, published seq at or after the cursor.
     pub fn next_unsent(&self) -> Option<(Seq, Seq)> {
         let mut seq = self.cursor.max(self.floor);
         loop {
             let seg = self.segments.get(self.segment_index(seq))?;
             seq = seq.max(seg.base);
-            while seq < seg.end() && self.acked.contains(seq) {
+            let end = seg.end().min(self.published);
+            while seq < end && self.acked.contains(seq) {
                 seq += 1;
             }
-            if seq < seg.end() {
+            if seq < end {
                 return Some((seg.base, seq));
             }
+            if end < seg.end() {
+                return None;
+            }
         }
+    }
+
+    /// Every record appended so far may be handed out.
+    pub fn publish(&mut self) {
+        self.published = self.next_seq;
     }
 
     /// `seq` was handed to the forwarder.
@@ -498,10 +512,12 @@ impl Ledger {
         self.cursor = self.floor;
     }
 
-    /// A copy whose cursor is at the floor, for replaying.
+    /// A copy whose cursor is at the floor and that hands out every record, published or
+    /// not, for replaying.
     pub fn replay_view(&self) -> Ledger {
         let mut view = self.clone();
         view.rewind();
+        view.publish();
         view
     }
 
@@ -715,6 +731,7 @@ mod tests {
         Rewind,
         Persist,
         LoseTail(usize, u64),
+        Publish,
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -726,6 +743,7 @@ mod tests {
             1 => Just(Op::Rewind),
             1 => Just(Op::Persist),
             1 => (any::<usize>(), 0..8u64).prop_map(|(s, k)| Op::LoseTail(s, k)),
+            3 => Just(Op::Publish),
         ]
     }
 
@@ -741,6 +759,8 @@ mod tests {
         recs: BTreeMap<Seq, Rec>,
         next: Seq,
         cursor: Seq,
+        /// Appended records below this may be handed out.
+        published: Seq,
         sent: BTreeSet<Seq>,
         dropped: u64,
         corrupt: u64,
@@ -879,7 +899,7 @@ mod tests {
                     Op::Read(n) => {
                         for _ in 0..n {
                             let floor = m.floor();
-                            let expected = m.recs.range(m.cursor.max(floor)..)
+                            let expected = m.recs.range(m.cursor.max(floor)..m.published.max(m.cursor.max(floor)))
                                 .find(|(_, r)| !r.acked).map(|(s, _)| *s);
                             let got = l.next_unsent();
                             prop_assert_eq!(got.map(|(_, s)| s), expected);
@@ -908,6 +928,10 @@ mod tests {
                         let (lost, _) = m.forget_absent(&l);
                         prop_assert_eq!(lost, 0, "only acked records are reclaimed");
                         prop_assert!(l.segments().count() >= 1 || m.next == 0);
+                    }
+                    Op::Publish => {
+                        l.publish();
+                        m.published = m.next;
                     }
                     Op::LoseTail(s, keep) => {
                         let segs: Vec<SegmentMeta> = l.segments().copied().collect();

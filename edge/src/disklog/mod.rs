@@ -3,7 +3,8 @@
 //! The agent uses it twice:
 //!
 //! - as the **forward log**: aggregates are [`append`](DiskLog::append)ed, the forwarder
-//!   takes the records not yet sent with [`read_unsent`](DiskLog::read_unsent), Kafka
+//!   takes the records not yet sent with [`read_unsent`](DiskLog::read_unsent) (only
+//!   *published* ones: see below), Kafka
 //!   delivery reports [`ack`](DiskLog::ack) them (in any order), and acked records are
 //!   removed; after a producer error [`rewind_unsent`](DiskLog::rewind_unsent) sends again
 //!   everything not acked;
@@ -54,6 +55,10 @@
 //!
 //! # Invariants and guarantees
 //!
+//! - [`DiskLog::read_unsent`] hands out only *published* records: those appended before
+//!   the last [`DiskLog::sync`] or [`DiskLog::publish`]. So nothing reaches Kafka that a
+//!   crash could take back, unless the caller vouched (by publishing) that its inputs
+//!   are durable elsewhere. Every record found on disk at open is published.
 //! - A record is durable once [`DiskLog::sync`] returned after its append. Records
 //!   appended but not synced may be lost by a crash (never partially: see torn tails).
 //! - After a restart the log holds every synced record at or above the persisted floor,
@@ -334,6 +339,20 @@ impl DiskLog {
         // Segments below the persisted floor are left over when a crash came between
         // writing the ack file and deleting them.
         log.reclaim()?;
+        // What a crashed run wrote without syncing may still be in the page cache only.
+        // Everything found is published (the forwarder sends it, the journal replays it and
+        // aggregates built from it are sent), so make it durable first.
+        for base in log.ledger.segments().map(|s| s.base).collect::<Vec<_>>() {
+            segment::sync_segment(&log.dir, base).map_err(|e| {
+                Error::io(
+                    "syncing a disk log segment",
+                    segment::segment_path(&log.dir, base),
+                    e,
+                )
+            })?;
+        }
+        segment::sync_dir(&log.dir)
+            .map_err(|e| Error::io("syncing the disk log directory", &log.dir, e))?;
         let stats = log.ledger.stats();
         let recovery = Recovery {
             records: stats.pending_records,
@@ -468,7 +487,16 @@ impl DiskLog {
         if let Err(e) = self.sync_files() {
             return Err(self.fail(e));
         }
+        self.ledger.publish();
         Ok(())
+    }
+
+    /// Lets [`DiskLog::read_unsent`] hand out every record appended so far without making
+    /// it durable. Only for records whose inputs are durable elsewhere, so that a crash
+    /// that loses them re-creates them exactly (the agent's aggregates, rebuilt from its
+    /// input journal); [`DiskLog::sync`] publishes too.
+    pub fn publish(&mut self) {
+        self.ledger.publish();
     }
 
     fn sync_files(&mut self) -> Result<()> {
@@ -557,7 +585,8 @@ impl DiskLog {
         Ok(())
     }
 
-    /// The next unacked records after the send cursor, in seq order, advancing the cursor:
+    /// The next unacked, published records after the send cursor, in seq order, advancing
+    /// the cursor:
     /// at most `max_records`, and at most `max_bytes` of payload unless the first record
     /// alone is larger (it is returned alone then). Reads the segment files sequentially.
     pub fn read_unsent(

@@ -549,6 +549,12 @@ pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Makes a segment file's contents durable (a previous run may have left them in the page
+/// cache only).
+pub(crate) fn sync_segment(dir: &Path, base: Seq) -> io::Result<()> {
+    File::open(segment_path(dir, base))?.sync_data()
+}
+
 /// Deletes a segment file; a file that is already gone is fine.
 pub(crate) fn remove_segment(dir: &Path, base: Seq) -> io::Result<()> {
     match fs::remove_file(segment_path(dir, base)) {

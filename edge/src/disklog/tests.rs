@@ -151,6 +151,11 @@ fn read_unsent_hands_out_each_record_once_and_rewind_sends_unacked_ones_again() 
     for seq in 0..20 {
         log.append(&payload(seq, 25)).unwrap();
     }
+    assert!(
+        log.read_unsent(100, usize::MAX).unwrap().is_empty(),
+        "nothing is handed out before it is published"
+    );
+    log.sync().unwrap();
     let first = log.read_unsent(8, usize::MAX).unwrap();
     assert_eq!(
         first.iter().map(|r| r.0).collect::<Vec<_>>(),
@@ -162,8 +167,11 @@ fn read_unsent_hands_out_each_record_once_and_rewind_sends_unacked_ones_again() 
         (8..20).collect::<Vec<_>>()
     );
     assert!(log.read_unsent(100, usize::MAX).unwrap().is_empty());
-    // unflushed appends are visible to the reader
+    // published without a sync (the caller keeps its inputs durable elsewhere), an
+    // unflushed append is handed out
     log.append(&payload(20, 25)).unwrap();
+    assert!(log.read_unsent(100, usize::MAX).unwrap().is_empty());
+    log.publish();
     assert_eq!(log.read_unsent(100, usize::MAX).unwrap()[0].0, 20);
 
     // delivery reports come back out of order; the producer fails; resend
@@ -191,6 +199,7 @@ fn read_unsent_respects_max_bytes_but_hands_out_a_larger_record_alone() {
     for len in [10, 10, 10, 100, 10] {
         log.append(&vec![7; len]).unwrap();
     }
+    log.publish();
     let lens = |batch: Vec<(Seq, Bytes)>| batch.iter().map(|r| r.1.len()).collect::<Vec<_>>();
     assert_eq!(lens(log.read_unsent(10, 25).unwrap()), [10, 10]);
     assert_eq!(lens(log.read_unsent(10, 25).unwrap()), [10]);
@@ -800,13 +809,17 @@ proptest! {
                     let mut expected = Vec::new();
                     let mut bytes = 0;
                     for (s, r) in m.recs.range(m.cursor.max(m.floor())..) {
-                        if expected.len() == n { break; }
+                        // only what a sync published is handed out
+                        if *s >= m.synced_end || expected.len() == n { break; }
                         if r.acked { continue; }
                         if !expected.is_empty() && bytes + r.payload.len() > max_bytes { break; }
                         bytes += r.payload.len();
                         expected.push((*s, r.payload.clone()));
                     }
                     prop_assert_eq!(&got, &expected);
+                    for (s, _) in &got {
+                        prop_assert!(m.recs[s].synced, "record {} handed out before it was durable", s);
+                    }
                     if let Some((s, _)) = got.last() { m.cursor = s + 1; }
                 }
                 Op::Rewind => {
@@ -855,6 +868,7 @@ proptest! {
             prop_assert_eq!(stats.pending_records, m.unacked().len() as u64);
             prop_assert_eq!(stats.next_seq, m.next);
         }
+        log.sync().unwrap();
         log.rewind_unsent();
         let all: Vec<(Seq, Vec<u8>)> = log.read_unsent(usize::MAX, usize::MAX).unwrap()
             .into_iter().map(|(s, p)| (s, p.to_vec())).collect();
