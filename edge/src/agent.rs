@@ -30,7 +30,9 @@ use crate::decode::{DecodeBuf, Decoder, Rejection, Source};
 use crate::disklog::{DiskLog, DiskLogConfig, FullPolicy};
 use crate::metrics::Metrics;
 use crate::mqtt::{AckToken, Acker, Message};
+use crate::quarantine::Quarantine;
 use crate::record::{decode_journal, encode_journal, encode_out, JournalEntry, TopicKind};
+use crate::redelivery::{digest, Deliveries, Delivery};
 use crate::topic::{filter_matches, TopicPattern};
 use crate::window::{Aggregate, Aggregator, Input, Snapshot, WindowSpec};
 use crate::wire;
@@ -55,6 +57,10 @@ struct SnapshotFile {
     /// Journal entries before this sequence are reflected in `state`.
     journal_next: u64,
     state: Snapshot,
+    /// The last journaled MQTT deliveries (see [`crate::redelivery`]); absent in
+    /// snapshots of versions that did not keep them.
+    #[serde(default)]
+    deliveries: Vec<Delivery>,
 }
 
 /// The window snapshot file, as written: streamed from the live state, no copy.
@@ -62,6 +68,7 @@ struct SnapshotFile {
 struct SnapshotFileRef<'a> {
     journal_next: u64,
     state: crate::window::SnapshotView<'a>,
+    deliveries: Vec<Delivery>,
 }
 
 /// Runs the agent until `shutdown` becomes true.
@@ -111,6 +118,7 @@ pub async fn run(cfg: EdgeConfig, shutdown: watch::Receiver<bool>) -> Result<()>
     let (fwd_stop_tx, fwd_stop_rx) = watch::channel(false);
     let forwarder = tokio::spawn(crate::forward::run(
         forward.clone(),
+        Quarantine::new(&cfg.data_dir),
         data_ready.clone(),
         cfg.kafka.clone(),
         metrics.clone(),
@@ -145,7 +153,10 @@ struct Pipeline {
     journal: Option<DiskLog>,
     journal_next: u64,
     agg: Aggregator,
+    /// The last journaled MQTT deliveries, to recognise a broker's redelivery.
+    deliveries: Deliveries,
     snapshot_path: PathBuf,
+    quarantine: Quarantine,
     metrics: Arc<Metrics>,
     commit_interval: Duration,
     snapshot_interval: Duration,
@@ -205,7 +216,9 @@ impl Pipeline {
             journal,
             journal_next,
             agg: Aggregator::new(spec),
+            deliveries: Deliveries::new(delivery_window(cfg)),
             snapshot_path: cfg.data_dir.join("window.snapshot"),
+            quarantine: Quarantine::new(&cfg.data_dir),
             metrics,
             commit_interval: cfg.store.commit_interval.0,
             snapshot_interval: cfg.store.snapshot_interval.0,
@@ -238,6 +251,7 @@ impl Pipeline {
                     })?;
                 start = snap.journal_next;
                 self.agg = Aggregator::restore(spec, snap.state, &mut self.out);
+                self.deliveries = Deliveries::restore(self.deliveries.window(), &snap.deliveries);
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {
@@ -278,7 +292,14 @@ impl Pipeline {
                     );
                 }
                 Ok(JournalEntry::Tick { now }) => self.agg.tick(now, &mut emitted),
-                Err(e) => tracing::error!(seq, error = %e, "undecodable journal entry skipped"),
+                Ok(JournalEntry::Delivery(d)) => self.deliveries.record(d),
+                Err(e) => {
+                    let kept = self
+                        .quarantine
+                        .keep("journal", seq, &bytes, &e.to_string())?;
+                    self.metrics.quarantined_records.fetch_add(1, Relaxed);
+                    tracing::error!(seq, error = %e, kept = %kept.display(), "undecodable journal entry quarantined");
+                }
             }
             replayed += 1;
         }
@@ -292,7 +313,7 @@ impl Pipeline {
             sensors = self.agg.sensors(),
             "window state recovered"
         );
-        self.snapshot()?;
+        self.snapshot().await?;
         Ok(())
     }
 
@@ -335,14 +356,14 @@ impl Pipeline {
                 }
             }
             let now = Instant::now();
-            if now >= next_tick {
-                self.tick().await?;
+            let tick = now >= next_tick;
+            if tick {
                 next_tick = now + self.tick_interval;
             }
-            self.commit(acker, data_ready).await?;
+            self.commit(acker, data_ready, tick).await?;
             batch_started = None;
             if now >= next_snapshot {
-                self.snapshot()?;
+                self.snapshot().await?;
                 next_snapshot = Instant::now() + self.snapshot_interval;
             }
         }
@@ -350,16 +371,40 @@ impl Pipeline {
         let mut out = std::mem::take(&mut self.out);
         self.agg.flush_all(&mut out);
         self.out = out;
-        self.emit_out().await?;
         self.forward_must_sync = true;
-        self.commit(acker, data_ready).await?;
-        self.snapshot()?;
+        self.commit(acker, data_ready, false).await?;
+        self.snapshot().await?;
         tracing::info!("pipeline stopped; open windows flushed to the forward log");
         Ok(())
     }
 
     async fn handle(&mut self, msg: Message) -> Result<()> {
         self.metrics.payloads_in.fetch_add(1, Relaxed);
+        if self.mode == Mode::Aggregate {
+            if let Some(token) = &msg.ack {
+                // The journal keeps which deliveries it holds, so that the broker sending one
+                // again (its acknowledgement was lost with a connection or a crash) is
+                // acknowledged without being counted twice.
+                let d = Delivery {
+                    pkid: token.pkid(),
+                    digest: digest(&msg.topic, &msg.payload),
+                };
+                if self.deliveries.is_redelivery(d.pkid, msg.dup, d.digest) {
+                    self.metrics.redeliveries_skipped.fetch_add(1, Relaxed);
+                    tracing::debug!(
+                        pkid = d.pkid,
+                        "MQTT redelivery of a journaled message acknowledged again"
+                    );
+                    self.pending_acks.extend(msg.ack);
+                    return Ok(());
+                }
+                encode_journal(&mut self.rec, &JournalEntry::Delivery(d));
+                let seq = self.append_journal().await?;
+                self.journal_next = seq + 1;
+                self.journal_dirty = true;
+                self.deliveries.record(d);
+            }
+        }
         let arrival = now_ms();
         let topic = std::str::from_utf8(&msg.topic).unwrap_or("");
         let sub = self.subs.iter().find(|(f, _, _)| filter_matches(f, topic));
@@ -393,22 +438,25 @@ impl Pipeline {
     }
 
     async fn accept(&mut self, arrival: i64) -> Result<()> {
-        let n = self.buf.items.len();
+        // Lent out for the loop, which needs `self` mutably (a full journal snapshots).
+        let buf = std::mem::take(&mut self.buf);
+        let result = self.accept_from(&buf, arrival).await;
+        self.buf = buf;
+        result
+    }
+
+    async fn accept_from(&mut self, buf: &DecodeBuf, arrival: i64) -> Result<()> {
+        let n = buf.items.len();
         self.metrics.readings_in.fetch_add(n as u64, Relaxed);
-        let site = self.buf.site().map(str::to_string);
-        for i in 0..n {
-            let item = &self.buf.items[i];
-            let (sensor, field, ts, value) = (
-                self.buf.sensor(item),
-                self.buf.field(item),
-                item.ts_ms,
-                item.value,
-            );
+        let site = buf.site();
+        for item in &buf.items {
+            let (sensor, field, ts, value) =
+                (buf.sensor(item), buf.field(item), item.ts_ms, item.value);
             match self.mode {
                 Mode::Passthrough => {
                     let r = wire::ReadingRef {
                         sensor,
-                        site: site.as_deref(),
+                        site,
                         field,
                         ts,
                         value,
@@ -439,25 +487,22 @@ impl Pipeline {
                 Mode::Aggregate => {
                     let entry = JournalEntry::Reading {
                         sensor,
-                        site: site.as_deref(),
+                        site,
                         field,
                         ts,
                         value,
                         arrival,
                     };
                     encode_journal(&mut self.rec, &entry);
-                    let journal = self
-                        .journal
-                        .as_mut()
-                        .ok_or_else(|| Error::Config("journal missing".into()))?;
-                    let seq = journal.append(&self.rec)?;
+                    let seq = self.append_journal().await?;
                     self.journal_next = seq + 1;
                     self.journal_dirty = true;
+                    crate::crash::point("journal.appended");
                     let mut out = std::mem::take(&mut self.out);
                     self.agg.ingest(
                         Input {
                             sensor,
-                            site: site.as_deref(),
+                            site,
                             field,
                             ts_ms: ts,
                             value,
@@ -466,14 +511,50 @@ impl Pipeline {
                         },
                         &mut out,
                     );
+                    // What the reading emitted (a correction) waits in `out` for the
+                    // group commit: it reaches the forward log once the journal holds the
+                    // reading durably.
                     self.out = out;
                 }
             }
         }
-        if !self.out.is_empty() {
-            self.emit_out().await?;
-        }
         Ok(())
+    }
+
+    /// Appends `self.rec` to the journal. A full journal is emptied by a snapshot (which
+    /// truncates it) and the append tried again: the pipeline keeps running, and the
+    /// readings waiting for the next group commit stay unacknowledged meanwhile.
+    async fn append_journal(&mut self) -> Result<u64> {
+        let journal = self
+            .journal
+            .as_mut()
+            .ok_or_else(|| Error::Config("journal missing".into()))?;
+        match journal.append(&self.rec) {
+            Err(Error::LogFull { bytes, max_bytes }) => {
+                tracing::info!(
+                    bytes,
+                    max_bytes,
+                    "input journal full; snapshotting the windows to truncate it"
+                );
+                self.snapshot().await?;
+                let journal = self
+                    .journal
+                    .as_mut()
+                    .ok_or_else(|| Error::Config("journal missing".into()))?;
+                journal.append(&self.rec)
+            }
+            other => other,
+        }
+    }
+
+    /// Brings the logs to the point a snapshot needs outside a group commit: the journal
+    /// durable, and every aggregate already emitted in the forward log.
+    async fn make_snapshot_consistent(&mut self) -> Result<()> {
+        if let Some(j) = self.journal.as_mut() {
+            tokio::task::block_in_place(|| j.sync())?;
+        }
+        self.journal_dirty = false;
+        self.emit_out().await
     }
 
     async fn dead_letter(&mut self, msg: &Message, rej: &Rejection) -> Result<()> {
@@ -527,19 +608,22 @@ impl Pipeline {
         Ok(())
     }
 
-    async fn tick(&mut self) -> Result<()> {
+    /// Journals a wall-clock tick: the windows it closes are decided by this entry, so
+    /// the entry must be durable before they are written.
+    async fn journal_tick(&mut self) -> Result<Option<i64>> {
         if self.mode != Mode::Aggregate {
-            return Ok(());
+            return Ok(None);
         }
         let now = now_ms();
         encode_journal(&mut self.rec, &JournalEntry::Tick { now });
-        let journal = self
-            .journal
-            .as_mut()
-            .ok_or_else(|| Error::Config("journal missing".into()))?;
-        let seq = journal.append(&self.rec)?;
+        let seq = self.append_journal().await?;
         self.journal_next = seq + 1;
         self.journal_dirty = true;
+        Ok(Some(now))
+    }
+
+    /// Closes the windows a journaled tick at `now` ends, into the forward log.
+    async fn close_windows(&mut self, now: i64) -> Result<()> {
         // A window boundary closes every sensor's window in one tick: write the aggregates
         // into the log as they are emitted instead of collecting them first.
         let (overflow, error, appended) = {
@@ -574,8 +658,21 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Group commit: fsync what the acknowledgements depend on, then acknowledge.
-    async fn commit(&mut self, acker: &Acker, data_ready: &Notify) -> Result<()> {
+    /// Group commit, in the order durability needs:
+    /// 1. the journal (readings and, if `tick`, a tick entry) is fsynced;
+    /// 2. only then are the aggregates built from it appended to the forward log (held in
+    ///    `out` until now) and the tick's windows closed, so the forward log never holds
+    ///    an aggregate whose inputs a crash could take back;
+    /// 3. records that are their own input (pass-through readings, dead letters) are
+    ///    fsynced; aggregates are published to the forwarder without an fsync (a crash
+    ///    that loses them re-creates them exactly from the journal);
+    /// 4. the MQTT messages are acknowledged.
+    async fn commit(&mut self, acker: &Acker, data_ready: &Notify, tick: bool) -> Result<()> {
+        let tick_at = if tick {
+            self.journal_tick().await?
+        } else {
+            None
+        };
         if self.journal_dirty {
             if let Some(j) = self.journal.as_mut() {
                 tokio::task::block_in_place(|| j.sync())?;
@@ -585,14 +682,23 @@ impl Pipeline {
             }
             self.journal_dirty = false;
         }
+        crate::crash::point("commit.journal_synced");
+        self.emit_out().await?;
+        if let Some(now) = tick_at {
+            self.close_windows(now).await?;
+        }
+        crate::crash::point("commit.forward_written");
         if self.forward_must_sync {
             let fwd = &self.forward;
             tokio::task::block_in_place(|| lock(fwd).sync())?;
             self.forward_must_sync = false;
+        } else if self.forward_dirty {
+            lock(&self.forward).publish();
         }
         if !self.pending_acks.is_empty() {
             acker.ack_all(std::mem::take(&mut self.pending_acks)).await;
             self.metrics.group_commits.fetch_add(1, Relaxed);
+            crate::crash::point("commit.acked");
         }
         if self.forward_dirty {
             self.forward_dirty = false;
@@ -602,26 +708,39 @@ impl Pipeline {
     }
 
     /// Snapshots the window state and truncates the journal (aggregate mode).
-    fn snapshot(&mut self) -> Result<()> {
+    async fn snapshot(&mut self) -> Result<()> {
+        if self.journal.is_none() {
+            return Ok(());
+        }
+        // The journal durable and every aggregate emitted so far in the forward log...
+        self.make_snapshot_consistent().await?;
+        // ... and durable there: the snapshot no longer covers the inputs they came from.
+        tokio::task::block_in_place(|| lock(&self.forward).sync())?;
         let Some(journal) = self.journal.as_mut() else {
             return Ok(());
         };
-        // The aggregates the snapshot no longer covers must be durable first.
-        tokio::task::block_in_place(|| lock(&self.forward).sync())?;
-        journal.sync()?;
         let file = SnapshotFileRef {
             journal_next: self.journal_next,
             state: self.agg.snapshot_view(),
+            deliveries: self.deliveries.to_vec(),
         };
         write_atomically(&self.snapshot_path, |w| {
             serde_json::to_writer(w, &file).map_err(std::io::Error::other)
         })?;
+        crate::crash::point("snapshot.written");
         if self.journal_next > 0 {
             journal.ack_through(self.journal_next - 1);
         }
         journal.persist_acks()?;
+        crate::crash::point("snapshot.truncated");
         Ok(())
     }
+}
+
+/// How many journaled deliveries to remember: twice the in-flight window (see
+/// [`crate::redelivery`]).
+fn delivery_window(cfg: &EdgeConfig) -> usize {
+    2 * usize::from(cfg.mqtt.receive_maximum.max(1))
 }
 
 /// Encodes an aggregate as a forward-log record (Kafka key, headers, value) into `rec`.
@@ -755,10 +874,14 @@ fn write_atomically(
     f.sync_data()
         .map_err(|e| Error::io("syncing a snapshot", &tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| Error::io("renaming a snapshot", path, e))?;
-    if let Some(dir) = path.parent() {
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-    }
+    // The rename is durable only once the directory is: the caller truncates the journal
+    // after this returns, so an error here must stop it.
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io("syncing the snapshot's directory", dir, e))?;
     Ok(())
 }

@@ -411,6 +411,38 @@ impl fmt::Debug for KafkaConfig {
     }
 }
 
+/// librdkafka producer properties that carry edgeflow's delivery guarantee (every record
+/// acknowledged by all in-sync replicas, no duplicates from retries). A user property may
+/// not change them: [`reserved_property_problems`] refuses them by name.
+pub const GUARANTEE_PROPERTIES: [&str; 3] = ["acks", "request.required.acks", "enable.idempotence"];
+
+/// Properties the agent's forwarder sets itself on top of [`GUARANTEE_PROPERTIES`]: it never
+/// gives up on a record (the forward log holds it until Kafka takes it).
+const FORWARDER_PROPERTIES: [&str; 3] = [
+    "message.timeout.ms",
+    "delivery.timeout.ms",
+    "bootstrap.servers",
+];
+
+/// One problem per property in `properties` (found under the config key `key`) that is
+/// one of `reserved`, naming it and saying why.
+pub fn reserved_property_problems<'a>(
+    key: &str,
+    properties: impl IntoIterator<Item = &'a String>,
+    reserved: &[&str],
+) -> Vec<String> {
+    properties
+        .into_iter()
+        .filter(|k| reserved.contains(&k.to_ascii_lowercase().as_str()))
+        .map(|k| {
+            format!(
+                "{key}.{k}: edgeflow sets this librdkafka property itself (delivery guarantee or \
+                 another config key); remove it"
+            )
+        })
+        .collect()
+}
+
 /// Whether a librdkafka property holds a secret that must never be logged.
 pub fn is_secret_property(name: &str) -> bool {
     let n = name.to_ascii_lowercase();
@@ -561,6 +593,17 @@ impl EdgeConfig {
         if self.kafka.brokers.trim().is_empty() {
             problems.push("kafka.brokers: must name at least one host:port".into());
         }
+        let reserved: Vec<&str> = GUARANTEE_PROPERTIES
+            .iter()
+            .chain(&FORWARDER_PROPERTIES)
+            .chain(&["compression.type", "partitioner"])
+            .copied()
+            .collect();
+        problems.extend(reserved_property_problems(
+            "kafka.properties",
+            self.kafka.properties.keys(),
+            &reserved,
+        ));
         const COMPRESSIONS: [&str; 5] = ["none", "gzip", "snappy", "lz4", "zstd"];
         if !COMPRESSIONS.contains(&self.kafka.compression.as_str()) {
             problems.push(format!(
@@ -656,6 +699,34 @@ brokers = "localhost:9092"
         for key in ["qos", "kafka.compression", "kafka.aggregates_topic"] {
             assert!(err.contains(key), "{key} missing in {err}");
         }
+    }
+
+    #[test]
+    fn properties_that_would_change_the_delivery_guarantee_are_refused_by_name() {
+        let mut c = EdgeConfig::parse(MINIMAL).unwrap();
+        c.kafka.properties.insert("acks".into(), "1".into());
+        c.kafka
+            .properties
+            .insert("Enable.Idempotence".into(), "false".into());
+        c.kafka
+            .properties
+            .insert("message.timeout.ms".into(), "1000".into());
+        c.kafka
+            .properties
+            .insert("security.protocol".into(), "SASL_SSL".into());
+        let err = c.validate().unwrap_err().to_string();
+        for key in ["acks", "Enable.Idempotence", "message.timeout.ms"] {
+            assert!(err.contains(&format!("kafka.properties.{key}:")), "{err}");
+        }
+        assert!(!err.contains("security.protocol"), "{err}");
+        // the same through the environment
+        let mut c = EdgeConfig::parse(MINIMAL).unwrap();
+        c.apply_env([("EDGEFLOW_KAFKA_PROPERTY_ACKS".to_string(), "0".to_string())]);
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("kafka.properties.acks"));
     }
 
     #[test]

@@ -21,6 +21,7 @@ use tokio::sync::{watch, Notify};
 use crate::config::{is_secret_property, KafkaConfig};
 use crate::disklog::DiskLog;
 use crate::metrics::Metrics;
+use crate::quarantine::Quarantine;
 use crate::record::{decode_out, TopicKind};
 use crate::Result;
 
@@ -89,6 +90,11 @@ type DeliveringProducer = ThreadedProducer<Deliveries>;
 
 fn client_config(cfg: &KafkaConfig) -> ClientConfig {
     let mut c = ClientConfig::new();
+    // User properties first, so that the guarantee below always wins (the config check
+    // refuses properties that would try to change it).
+    for (k, v) in &cfg.properties {
+        c.set(k, v);
+    }
     c.set("bootstrap.servers", &cfg.brokers)
         .set("enable.idempotence", "true")
         .set("acks", "all")
@@ -98,9 +104,6 @@ fn client_config(cfg: &KafkaConfig) -> ClientConfig {
         // Never give up on a record: the disk log holds it until Kafka takes it.
         .set("message.timeout.ms", "0")
         .set("queue.buffering.max.messages", "100000");
-    for (k, v) in &cfg.properties {
-        c.set(k, v);
-    }
     c
 }
 
@@ -163,6 +166,7 @@ impl Topics {
 /// delivered stays in the log for the next start.
 pub async fn run(
     log: Arc<Mutex<DiskLog>>,
+    quarantine: Quarantine,
     data_ready: Arc<Notify>,
     kafka: KafkaConfig,
     metrics: Arc<Metrics>,
@@ -235,10 +239,21 @@ pub async fn run(
                 let rec = match decode_out(&bytes) {
                     Ok(r) => r,
                     Err(e) => {
-                        // Checksummed by the log, so this is a bug, not disk damage; skip it
-                        // rather than wedge the pipeline.
-                        tracing::error!(seq, error = %e, "undecodable forward-log record skipped");
-                        lock(&log).ack(seq);
+                        // Checksummed by the log, so this is a bug, not disk damage: keep it
+                        // aside rather than wedge the pipeline, or drop it.
+                        match quarantine.keep("forward", seq, &bytes, &e.to_string()) {
+                            Ok(kept) => {
+                                metrics.quarantined_records.fetch_add(1, Relaxed);
+                                tracing::error!(seq, error = %e, kept = %kept.display(), "undecodable forward-log record quarantined");
+                                lock(&log).ack(seq);
+                            }
+                            Err(qe) => {
+                                // Not kept: it stays in the log and is tried again.
+                                tracing::error!(seq, error = %e, quarantine_error = %qe, "undecodable forward-log record could not be quarantined");
+                                shared.failed.store(true, SeqCst);
+                                break;
+                            }
+                        }
                         continue;
                     }
                 };
@@ -282,6 +297,9 @@ pub async fn run(
                     break;
                 }
             }
+            if handed > 0 {
+                crate::crash::point("forward.sent");
+            }
         }
         let delivered = metrics.delivered.load(Relaxed);
         if delivered > last_delivered {
@@ -293,6 +311,7 @@ pub async fn run(
             if let Err(e) = l.persist_acks() {
                 tracing::warn!(error = %e, "persisting forward-log acks failed");
             }
+            crate::crash::point("forward.acks_persisted");
             let st = l.stats();
             drop(l);
             metrics

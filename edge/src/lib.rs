@@ -10,13 +10,16 @@
 
 pub mod agent;
 pub mod config;
+pub mod crash;
 pub mod decode;
 pub mod disklog;
 pub mod error;
 pub mod forward;
 pub mod metrics;
 pub mod mqtt;
+pub mod quarantine;
 pub mod record;
+pub mod redelivery;
 pub mod topic;
 pub mod units;
 pub mod window;

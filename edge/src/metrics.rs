@@ -27,6 +27,8 @@ pub struct Metrics {
     pub readings_out: AtomicU64,
     pub late_readings: AtomicU64,
     pub late_dropped: AtomicU64,
+    pub quarantined_records: AtomicU64,
+    pub redeliveries_skipped: AtomicU64,
     pub dead_letters: [AtomicU64; Reason::ALL.len()],
     pub delivered: AtomicU64,
     pub delivery_errors: AtomicU64,
@@ -120,6 +122,20 @@ impl Metrics {
             "Late readings dropped (late_policy = drop).",
             "counter",
             self.late_dropped.load(Relaxed),
+        );
+        c(
+            &mut s,
+            "edgeflow_edge_quarantined_records_total",
+            "Journal or forward-log records that could not be decoded, kept in data_dir/quarantine.",
+            "counter",
+            self.quarantined_records.load(Relaxed),
+        );
+        c(
+            &mut s,
+            "edgeflow_edge_redeliveries_skipped_total",
+            "MQTT messages the broker sent again after they were journaled (a lost acknowledgement): acknowledged, not counted again.",
+            "counter",
+            self.redeliveries_skipped.load(Relaxed),
         );
         let _ = writeln!(s, "# HELP edgeflow_edge_dead_letters_total Payloads rejected and dead-lettered, by reason.\n# TYPE edgeflow_edge_dead_letters_total counter");
         for r in Reason::ALL {

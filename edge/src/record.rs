@@ -8,7 +8,9 @@
 //! **Input journal** ([`JournalEntry`]): what the window aggregator was fed, so that
 //! snapshot + journal replay rebuilds its state exactly.
 //! Reading: `u8 1 | i64 ts | f64 value | i64 arrival | str sensor | opt-str site | str field`;
-//! tick: `u8 2 | i64 now` (strings are `u16 len | UTF-8`, an absent site is len 0xFFFF).
+//! tick: `u8 2 | i64 now`; delivery (an MQTT QoS 1/2 message, written before its
+//! readings: see [`crate::redelivery`]): `u8 3 | u16 packet id | u64 digest`
+//! (strings are `u16 len | UTF-8`, an absent site is len 0xFFFF).
 
 use crate::wire::{Reader, WireError};
 
@@ -118,6 +120,7 @@ pub enum JournalEntry<'a> {
     Tick {
         now: i64,
     },
+    Delivery(crate::redelivery::Delivery),
 }
 
 /// Encodes a journal entry into `buf` (cleared first).
@@ -147,6 +150,11 @@ pub fn encode_journal(buf: &mut Vec<u8>, e: &JournalEntry<'_>) {
             buf.push(2);
             buf.extend_from_slice(&now.to_le_bytes());
         }
+        JournalEntry::Delivery(d) => {
+            buf.push(3);
+            buf.extend_from_slice(&d.pkid.to_le_bytes());
+            buf.extend_from_slice(&d.digest.to_le_bytes());
+        }
     }
 }
 
@@ -171,6 +179,14 @@ pub fn decode_journal(bytes: &[u8]) -> Result<JournalEntry<'_>, WireError> {
             })
         }
         2 => Ok(JournalEntry::Tick { now: r.i64()? }),
+        3 => {
+            let pkid = r.u16()?;
+            let digest = r.u64()?;
+            Ok(JournalEntry::Delivery(crate::redelivery::Delivery {
+                pkid,
+                digest,
+            }))
+        }
         k => Err(WireError::Kind(k)),
     }
 }
@@ -179,6 +195,22 @@ pub fn decode_journal(bytes: &[u8]) -> Result<JournalEntry<'_>, WireError> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_delivery_entry_has_the_documented_layout() {
+        let d = crate::redelivery::Delivery {
+            pkid: 0x0102,
+            digest: 0x0a0b_0c0d_0e0f_1011,
+        };
+        let mut buf = Vec::new();
+        encode_journal(&mut buf, &JournalEntry::Delivery(d));
+        assert_eq!(
+            buf,
+            [3, 0x02, 0x01, 0x11, 0x10, 0x0f, 0x0e, 0x0d, 0x0c, 0x0b, 0x0a]
+        );
+        assert_eq!(decode_journal(&buf), Ok(JournalEntry::Delivery(d)));
+        assert!(decode_journal(&buf[..10]).is_err());
+    }
 
     proptest! {
         #[test]

@@ -35,14 +35,14 @@ impl KafkaSink {
         properties: &BTreeMap<String, String>,
     ) -> Result<Self> {
         let mut c = ClientConfig::new();
-        c.set("bootstrap.servers", brokers)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("compression.type", "zstd")
-            .set("linger.ms", "5");
+        c.set("compression.type", "zstd").set("linger.ms", "5");
         for (k, v) in properties {
             c.set(k, v);
         }
+        // After the user's properties: the delivery guarantee is not theirs to change.
+        c.set("bootstrap.servers", brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all");
         Ok(Self {
             name: name.to_string(),
             topic: topic.to_string(),

@@ -2,9 +2,10 @@
 //!
 //! The binary lives in another package, so `CARGO_BIN_EXE_edgeflow-edge` is not available
 //! here. The first use in a test process runs `cargo build -p edgeflow-edge --bin
-//! edgeflow-edge` into the same target directory and profile as the running test (a
-//! no-op when it is up to date) and uses `<target>/<profile>/edgeflow-edge`. Set
-//! `EDGEFLOW_EDGE_BIN=/path/to/edgeflow-edge` to skip the build.
+//! edgeflow-edge --features crash-points` into the same target directory and profile as
+//! the running test (a no-op when it is up to date) and uses
+//! `<target>/<profile>/edgeflow-edge`. Set `EDGEFLOW_EDGE_BIN=/path/to/edgeflow-edge` to
+//! skip the build (the crash-point tests then need a binary built with that feature).
 
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read};
@@ -215,6 +216,14 @@ impl EdgeAgent {
         }
     }
 
+    /// Sets (`Some`) or removes (`None`) an environment variable for the next run.
+    pub fn set_env(&mut self, key: &str, value: Option<&str>) {
+        self.envs.retain(|(k, _)| k != key);
+        if let Some(v) = value {
+            self.envs.push((key.into(), v.into()));
+        }
+    }
+
     /// Kills the current run (SIGKILL) if it is still running and starts the agent again
     /// with the same binary, config, arguments and working directory.
     pub fn restart(&mut self) {
@@ -372,6 +381,9 @@ fn find_or_build_edge_binary() -> Result<PathBuf, String> {
             "edgeflow-edge",
             "--bin",
             "edgeflow-edge",
+            // inert unless a test sets EDGEFLOW_EDGE_CRASH_AT (edge/src/crash.rs)
+            "--features",
+            "crash-points",
         ])
         .arg("--target-dir")
         .arg(target_dir)

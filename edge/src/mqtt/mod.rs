@@ -15,7 +15,8 @@
 //! agent's memory for messages received and not yet taken by the pipeline, so keep it
 //! finite (Mosquitto: `max_inflight_messages 1000`, not 0).
 
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,7 +39,11 @@ pub enum AckToken {
         qos2: bool,
         connection: u64,
     },
-    V5(Box<rumqttc::v5::mqttbytes::v5::Publish>),
+    /// MQTT 5: the message and the connection it arrived on (see [`Acker::V5`]).
+    V5 {
+        publish: Box<rumqttc::v5::mqttbytes::v5::Publish>,
+        connection: u64,
+    },
 }
 
 /// One received MQTT message.
@@ -48,13 +53,32 @@ pub struct Message {
     pub payload: Bytes,
     /// Present for QoS 1/2.
     pub ack: Option<AckToken>,
+    /// The broker's DUP flag: it sent this message before (a redelivery).
+    pub dup: bool,
+}
+
+impl AckToken {
+    /// The message's packet id.
+    pub fn pkid(&self) -> u16 {
+        match self {
+            AckToken::V311 { pkid, .. } => *pkid,
+            AckToken::V5 { publish, .. } => publish.pkid,
+        }
+    }
 }
 
 /// Sends acknowledgements to the broker.
 #[derive(Clone)]
 pub enum Acker {
     V311(mpsc::UnboundedSender<Vec<AckToken>>),
-    V5(rumqttc::v5::AsyncClient),
+    /// The client, and the number of the current connection: it moves on as soon as a
+    /// connection is lost, and tokens of an earlier one are not acknowledged (their packet
+    /// ids mean nothing to the next connection, or another message there; the broker
+    /// redelivers them to a persistent session).
+    V5 {
+        client: rumqttc::v5::AsyncClient,
+        connection: Arc<AtomicU64>,
+    },
 }
 
 impl Acker {
@@ -66,10 +90,21 @@ impl Acker {
                 // redeliver.
                 let _ = tx.send(tokens);
             }
-            Acker::V5(c) => {
+            Acker::V5 { client, connection } => {
                 for t in tokens {
-                    if let AckToken::V5(p) = t {
-                        if let Err(e) = c.ack(&p).await {
+                    if let AckToken::V5 {
+                        publish,
+                        connection: c,
+                    } = t
+                    {
+                        if c != connection.load(SeqCst) {
+                            tracing::debug!(
+                                pkid = publish.pkid,
+                                "acknowledgement of an earlier connection dropped"
+                            );
+                            continue;
+                        }
+                        if let Err(e) = client.ack(&publish).await {
                             tracing::debug!(error = %e, "could not send MQTT acknowledgement");
                             return;
                         }
@@ -82,8 +117,8 @@ impl Acker {
     /// Sends DISCONNECT on MQTT 5; the 3.1.1 session loop closes its connection itself
     /// when shutdown is signalled.
     pub async fn disconnect(&self) {
-        if let Acker::V5(c) = self {
-            let _ = c.disconnect().await;
+        if let Acker::V5 { client, .. } = self {
+            let _ = client.disconnect().await;
         }
     }
 }
@@ -196,6 +231,8 @@ pub fn start(
             }
             let (client, mut ev) = rumqttc::v5::AsyncClient::new(o, 4096);
             let sub_client = client.clone();
+            let connection = Arc::new(AtomicU64::new(0));
+            let current = connection.clone();
             let handle = tokio::spawn(async move {
                 let mut backoff: Duration = backoff_min;
                 loop {
@@ -205,12 +242,18 @@ pub fn start(
                     };
                     match polled {
                         Ok(rumqttc::v5::Event::Incoming(Packet::Publish(p))) => {
-                            let ack = (p.qos != rumqttc::v5::mqttbytes::QoS::AtMostOnce)
-                                .then(|| AckToken::V5(Box::new(p.clone())));
+                            let ack =
+                                (p.qos != rumqttc::v5::mqttbytes::QoS::AtMostOnce).then(|| {
+                                    AckToken::V5 {
+                                        publish: Box::new(p.clone()),
+                                        connection: current.load(SeqCst),
+                                    }
+                                });
                             let msg = Message {
                                 topic: p.topic.clone(),
                                 payload: p.payload.clone(),
                                 ack,
+                                dup: p.dup,
                             };
                             if tx.send(msg).is_err() {
                                 break;
@@ -249,6 +292,9 @@ pub fn start(
                         }
                         Ok(_) => {}
                         Err(e) => {
+                            // The event loop has dropped the acknowledgements still queued
+                            // for the lost connection; later ones must not reach the next.
+                            current.fetch_add(1, SeqCst);
                             metrics.mqtt_connected.store(false, Relaxed);
                             metrics.mqtt_connection_errors.fetch_add(1, Relaxed);
                             tracing::warn!(error = %e, retry_in = ?backoff, "MQTT connection lost");
@@ -262,7 +308,51 @@ pub fn start(
                 }
                 metrics.mqtt_connected.store(false, Relaxed);
             });
-            Ok((Acker::V5(client), rx, handle))
+            Ok((Acker::V5 { client, connection }, rx, handle))
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use rumqttc::v5::mqttbytes::v5::Publish;
+    use rumqttc::v5::mqttbytes::QoS;
+    use rumqttc::v5::Request;
+
+    fn token(pkid: u16, connection: u64) -> AckToken {
+        let mut publish = Publish::new("t", QoS::AtLeastOnce, "1", None);
+        publish.pkid = pkid;
+        AckToken::V5 {
+            publish: Box::new(publish),
+            connection,
+        }
+    }
+
+    #[tokio::test]
+    async fn v5_acknowledgements_of_an_earlier_connection_are_not_sent() {
+        let (tx, rx) = flume::unbounded();
+        let connection = Arc::new(AtomicU64::new(3));
+        let acker = Acker::V5 {
+            client: rumqttc::v5::AsyncClient::from_senders(tx),
+            connection: connection.clone(),
+        };
+        acker
+            .ack_all(vec![token(7, 2), token(8, 3), token(9, 2), token(10, 3)])
+            .await;
+        let sent: Vec<u16> = rx
+            .drain()
+            .map(|r| match r {
+                Request::PubAck(a) => a.pkid,
+                other => panic!("unexpected request {other:?}"),
+            })
+            .collect();
+        assert_eq!(sent, [8, 10], "only the current connection's packet ids");
+
+        // the connection is lost: nothing it received is acknowledged any more
+        connection.fetch_add(1, SeqCst);
+        acker.ack_all(vec![token(11, 3)]).await;
+        assert!(rx.is_empty());
     }
 }

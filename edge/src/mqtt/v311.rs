@@ -192,7 +192,7 @@ async fn session(
                             QoS::AtLeastOnce => Some(AckToken::V311 { pkid: p.pkid, qos2: false, connection }),
                             QoS::ExactlyOnce => Some(AckToken::V311 { pkid: p.pkid, qos2: true, connection }),
                         };
-                        let msg = Message { topic: Bytes::from(p.topic), payload: p.payload, ack };
+                        let msg = Message { topic: Bytes::from(p.topic), payload: p.payload, ack, dup: p.dup };
                         if tx.send(msg).is_err() {
                             return Ok(());
                         }
