@@ -12,7 +12,9 @@
 #     `docker system prune` is quick to recover from;
 #   * edgeflow/mosquitto:local and edgeflow/tansu:local, built from docker/ on that base;
 #   * a throwaway PostgreSQL cluster (Debian's server) on 127.0.0.1:55432 for the sink
-#     tests, the psql client the tests run, and pyarrow (PyPI) to read Parquet back.
+#     tests, the psql client the tests run, and pyarrow (PyPI) to read Parquet back;
+#   * clients of the processor's PostgreSQL wire: Debian's JDBC driver with a JDK, and
+#     psycopg (PyPI).
 #
 # Cache: ${EDGEFLOW_CACHE:-$HOME/.cache/edgeflow}. A warm run takes a second or two.
 #
@@ -53,6 +55,9 @@ _edgeflow_test_env() (
         mosquitto
         # PostgreSQL: the server behind the sink tests, and the real psql client
         postgresql postgresql-client
+        # a JDK and Debian's PostgreSQL JDBC driver: the processor test makes JDBC's
+        # metadata calls (what schema browsers call) over the PostgreSQL wire
+        default-jdk-headless libpostgresql-jdbc-java
         # librdkafka (rdkafka-sys: cmake build, ssl, zstd) and tansu
         build-essential cmake pkg-config libssl-dev zlib1g-dev libzstd-dev
         libcurl4-openssl-dev libsasl2-dev protobuf-compiler
@@ -228,6 +233,13 @@ _edgeflow_test_env() (
         log "installing pyarrow (PyPI) for reading Parquet back in tests"
         python3 -m pip install --quiet --disable-pip-version-check pyarrow >&2 ||
             die "pip install pyarrow failed"
+    fi
+
+    # psycopg: the PostgreSQL driver for Python, a client of the processor's catalog.
+    if ! python3 -c 'import psycopg' >/dev/null 2>&1; then
+        log "installing psycopg (PyPI) for the processor's PostgreSQL-wire tests"
+        python3 -m pip install --quiet --disable-pip-version-check "psycopg[binary]" >&2 ||
+            die "pip install psycopg failed"
     fi
 
     # Smoke-check freshly built images (e.g. a shared library missing from the rootfs).

@@ -405,6 +405,175 @@ fn edgeflow_sql(http_port: u16, sql: &str) -> (bool, String, String) {
     )
 }
 
+/// The columns of the live table of `temp_1m` (the query in [`config`]) as PostgreSQL
+/// names their types: the group keys are text (the edge format's sensor and field), the
+/// tumbling window's start is a timestamp with time zone, `sum("count")` of the format's
+/// unsigned 64-bit counts is numeric (PostgreSQL has no unsigned 64-bit integer), the
+/// rest are doubles.
+const TEMP_1M_COLUMNS: [(&str, &str); 7] = [
+    ("sensor", "text"),
+    ("field", "text"),
+    ("minute", "timestamp with time zone"),
+    ("n", "numeric"),
+    ("mean", "double precision"),
+    ("low", "double precision"),
+    ("high", "double precision"),
+];
+
+/// The same types by their short names (`pg_type.typname`), as JDBC and psycopg name them.
+fn typname(pg_type: &str) -> &str {
+    match pg_type {
+        "timestamp with time zone" => "timestamptz",
+        "double precision" => "float8",
+        "boolean" => "bool",
+        other => other,
+    }
+}
+
+/// psql's `\dt`: (name, type) of every relation in `public`.
+fn psql_tables(pg_port: u16) -> Vec<(String, String)> {
+    let p = psql("127.0.0.1", pg_port, r"\dt");
+    assert!(p.ok, r"psql \dt: {}", p.stderr);
+    p.stdout
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split('|').collect();
+            assert_eq!(f[0], "public", r"\dt row {l}");
+            (f[1].to_owned(), f[2].to_owned())
+        })
+        .collect()
+}
+
+/// psql's `\d table`: (column, type) in order.
+fn psql_columns(pg_port: u16, table: &str) -> Vec<(String, String)> {
+    let p = psql("127.0.0.1", pg_port, &format!(r"\d {table}"));
+    assert!(p.ok, r"psql \d {table}: {}", p.stderr);
+    p.stdout
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split('|').collect();
+            (f[0].to_owned(), f[1].to_owned())
+        })
+        .collect()
+}
+
+/// `\dt`'s answer for `names`: each an ordinary table.
+fn as_tables(names: &[&str]) -> Vec<(String, String)> {
+    names
+        .iter()
+        .map(|t| (t.to_string(), "table".to_owned()))
+        .collect()
+}
+
+fn owned(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
+}
+
+/// Runs a client program of `tests/clients` against the processor's PostgreSQL wire and
+/// returns its standard output.
+fn run_client(what: &str, program: &str, args: &[&str], pg_port: u16) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .args(["127.0.0.1", &pg_port.to_string()])
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients"))
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {what} ({program}): {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed (scripts/test-env.sh installs it): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The catalog as clients read it: psql (`\dt`, `\d`), the JDBC driver's metadata calls,
+/// psycopg's catalog queries with parameters. `tables` is what the config declares.
+fn assert_catalog_seen_by_clients(pg_port: u16, tables: &[&str]) {
+    assert_eq!(psql_tables(pg_port), as_tables(tables), r"\dt");
+    assert_eq!(
+        psql_columns(pg_port, "temp_1m"),
+        owned(&TEMP_1M_COLUMNS),
+        r"\d temp_1m"
+    );
+    let p = psql("127.0.0.1", pg_port, "SELECT current_database()");
+    assert_eq!(p.stdout.trim(), "datafusion", "{}", p.stderr);
+    let p = psql(
+        "127.0.0.1",
+        pg_port,
+        "SELECT n.nspname FROM pg_catalog.pg_namespace n ORDER BY n.nspname",
+    );
+    assert!(p.ok, "{}", p.stderr);
+    let namespaces: Vec<&str> = p.stdout.lines().collect();
+    assert!(
+        namespaces.contains(&"public") && namespaces.contains(&"pg_catalog"),
+        "{namespaces:?}"
+    );
+
+    // JDBC: getTables, getColumns, getSchemas, as schema browsers call them.
+    let out = run_client(
+        "the JDBC metadata calls",
+        "java",
+        &["-cp", JDBC_JAR, "JdbcMetadata.java"],
+        pg_port,
+    );
+    let rows: Vec<Vec<&str>> = out.lines().map(|l| l.split('\t').collect()).collect();
+    let of = |kind: &str| -> Vec<Vec<&str>> {
+        rows.iter()
+            .filter(|r| r[0] == kind)
+            .map(|r| r[1..].to_vec())
+            .collect()
+    };
+    assert!(of("product")[0][0] == "PostgreSQL", "{out}");
+    assert!(of("schema").contains(&vec!["public"]), "{out}");
+    let jdbc_tables: Vec<Vec<&str>> = tables.iter().map(|t| vec!["public", t, "TABLE"]).collect();
+    assert_eq!(of("table"), jdbc_tables, "JDBC getTables");
+    let jdbc_columns = of("column");
+    let temp_1m: Vec<Vec<&str>> = jdbc_columns
+        .iter()
+        .filter(|c| c[0] == "temp_1m")
+        .map(|c| vec![c[1], c[2]])
+        .collect();
+    let want: Vec<Vec<&str>> = TEMP_1M_COLUMNS
+        .iter()
+        .map(|(c, t)| vec![*c, typname(t)])
+        .collect();
+    assert_eq!(temp_1m, want, "JDBC getColumns");
+    assert_eq!(of("query"), vec![vec!["datafusion"]], "{out}");
+
+    // psycopg: the same catalog through queries with parameters (extended protocol), and
+    // the types rows are sent with agree with the catalog's for every table.
+    let out = run_client(
+        "the psycopg catalog queries",
+        "python3",
+        &["psycopg_catalog.py"],
+        pg_port,
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).expect("psycopg_catalog.py prints JSON");
+    assert_eq!(v["current_database"], "datafusion", "{out}");
+    assert_eq!(v["current_schema"], "public", "{out}");
+    assert_eq!(v["tables"], serde_json::json!(tables), "{out}");
+    let want: Vec<[&str; 2]> = TEMP_1M_COLUMNS.iter().map(|(c, t)| [*c, *t]).collect();
+    assert_eq!(v["columns"]["temp_1m"], serde_json::json!(want), "{out}");
+    for table in tables {
+        let catalog: Vec<[&str; 2]> = jdbc_columns
+            .iter()
+            .filter(|c| c[0] == *table)
+            .map(|c| [c[1], c[2]])
+            .collect();
+        assert_eq!(
+            v["description"][table],
+            serde_json::json!(catalog),
+            "`{table}`: the types its rows are sent with, as the catalog says"
+        );
+    }
+}
+
+/// Debian's PostgreSQL JDBC driver (libpostgresql-jdbc-java).
+const JDBC_JAR: &str = "/usr/share/java/postgresql.jar";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollups_reach_postgres_parquet_kafka_and_psql_and_survive_a_replay() {
     let (kafka, pg) = tokio::join!(Kafka::start_in_memory(), Postgres::start());
@@ -514,6 +683,13 @@ async fn rollups_reach_postgres_parquet_kafka_and_psql_and_survive_a_replay() {
         p.stderr
     );
 
+    // What clients learn from the catalog: the tables the config declares (the query's
+    // live table, the stream's `_latest` table) and edgeflow_queries.
+    assert_catalog_seen_by_clients(
+        pg_port,
+        &["aggregates_latest", "edgeflow_queries", "temp_1m"],
+    );
+
     // The malformed record is dead-lettered with its reason.
     let dead = kafka.consume_all(&dlq, 1, 1, Duration::from_secs(30)).await;
     assert_eq!(dead.len(), 1);
@@ -563,8 +739,27 @@ async fn rollups_reach_postgres_parquet_kafka_and_psql_and_survive_a_replay() {
         "{}",
         p.stderr
     );
+    // Its live table is in the catalog at once, and leaves it with the view.
+    assert_eq!(
+        psql_tables(pg_port),
+        as_tables(&["aggregates_latest", "edgeflow_queries", "hourly", "temp_1m"])
+    );
+    assert_eq!(
+        psql_columns(pg_port, "hourly"),
+        owned(&[
+            ("field", "text"),
+            ("hour", "timestamp with time zone"),
+            ("n", "numeric")
+        ])
+    );
     let p = psql("127.0.0.1", pg_port, "DROP MATERIALIZED VIEW hourly");
     assert!(p.ok, "{}", p.stderr);
+    assert_eq!(
+        psql_tables(pg_port),
+        as_tables(&["aggregates_latest", "edgeflow_queries", "temp_1m"])
+    );
+    let p = psql("127.0.0.1", pg_port, r"\d hourly");
+    assert!(!p.ok && p.stderr.contains("\"hourly\""), "{}", p.stderr);
 
     // Restart from scratch over the same input: every sink is as it was.
     processor.kill9();
