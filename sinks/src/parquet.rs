@@ -26,6 +26,7 @@ use datafusion::arrow::compute::{
     cast, concat_batches, lexsort_to_indices, take_record_batch, SortColumn,
 };
 use datafusion::arrow::datatypes::{DataType, Int64Type, TimeUnit};
+use datafusion::arrow::temporal_conversions::timestamp_ms_to_datetime;
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::basic::{Compression, ZstdLevel};
 use datafusion::parquet::file::properties::WriterProperties;
@@ -189,25 +190,16 @@ impl Hasher for Fnv {
     }
 }
 
-/// (`YYYY-MM-DD`, `HHMMSS`) of a UTC time in ms.
+/// (`YYYY-MM-DD`, `HHMMSS`) of a UTC time in ms; a time outside the calendar's range
+/// (hundreds of thousands of years away) is `out-of-range` and its ms.
 pub fn civil(ms: i64) -> (String, String) {
-    let secs = ms.div_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let sod = secs.rem_euclid(86_400);
-    // Days since 1970-01-01 to a civil date (proleptic Gregorian).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (
-        format!("{y:04}-{m:02}-{d:02}"),
-        format!("{:02}{:02}{:02}", sod / 3600, (sod / 60) % 60, sod % 60),
-    )
+    match timestamp_ms_to_datetime(ms) {
+        Some(t) => (
+            t.format("%Y-%m-%d").to_string(),
+            t.format("%H%M%S").to_string(),
+        ),
+        None => ("out-of-range".to_string(), ms.to_string()),
+    }
 }
 
 #[async_trait]
@@ -340,5 +332,9 @@ mod tests {
             ("2000-02-29".into(), "000000".into())
         );
         assert_eq!(civil(-1_000), ("1969-12-31".into(), "235959".into()));
+        assert_eq!(
+            civil(i64::MAX),
+            ("out-of-range".into(), i64::MAX.to_string())
+        );
     }
 }
