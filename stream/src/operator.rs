@@ -2,12 +2,15 @@
 //!
 //! - [`PartitionWindows`] runs per assigned partition. It folds rows into the open
 //!   windows of their (key, window) groups and, when the query's watermark passes a
-//!   window's end, hands the group's partial state over ([`Partial`]) and forgets it.
-//!   A row whose window ended more than `allowed_lateness` before the watermark is
-//!   *late*: it is not aggregated, and its index is returned (counted, and by config
-//!   sent to a side output). A row that is behind the watermark but within the
-//!   lateness starts a fresh partial for its (already emitted) window, handed over at
-//!   the next drain.
+//!   window's end (`end <= watermark`), hands the group's partial state over
+//!   ([`Partial`]) and forgets it. The watermark is the query's (the minimum over its
+//!   partitions), the same for every partition's first stage. A row whose windows all
+//!   ended `allowed_lateness` or more before the watermark (`end + allowed_lateness
+//!   <= watermark`) is *late*: it is not aggregated, and its index is returned
+//!   (counted, and by config sent to a side output). A hopping row is aggregated into
+//!   those of its windows that are not late. A row that is behind the watermark but
+//!   within the lateness starts a fresh partial for its (already emitted) window,
+//!   handed over at the next drain.
 //! - [`FinalWindows`] runs once per query on a processor. It merges the partials of
 //!   all partitions (a key may appear on several partitions, e.g. `GROUP BY site`),
 //!   emits each window once the watermark passes its end, and keeps it for
@@ -17,7 +20,21 @@
 //!
 //! Session windows of one key can span partitions (`GROUP BY site` over sensors on
 //! several partitions) and merge correctly only while they are open, so a query with
-//! session windows runs one first stage for all its partitions.
+//! session windows runs one first stage for all its partitions. A session row is late
+//! when its own time is more than `allowed_lateness` behind the watermark (`ts +
+//! allowed_lateness < watermark`): an earlier row could belong to a session already
+//! dropped. The first stage keeps a handed-over session's extent for its lateness, so
+//! that a row within the lateness joins the session it touches (and through it, the
+//! emitted session in the final stage) instead of starting one of its own. Such a row
+//! can move a session's start earlier or join two emitted sessions into one; the
+//! session is then emitted under its new identity (key, its start), and the rows
+//! emitted before under the identities it replaced are **not retracted** (there is
+//! no retraction path to the sinks yet): a consumer sees them beside the merged
+//! session. With `allowed_lateness = 0` this cannot happen.
+//!
+//! `first_value` / `last_value` are the values at the smallest / largest event time;
+//! when several rows share that time, the result is one of their values (which one
+//! depends on arrival and merge order).
 //!
 //! Keys are Arrow row-format bytes (one byte string per distinct tuple of key values).
 //! Memory is bounded by the open windows: nothing outlives its window plus lateness.
@@ -44,8 +61,11 @@ struct Group {
     key: u32,
     start: i64,
     end: i64,
-    /// Changed since last emitted (final stage).
+    /// Final stage: changed since last emitted. First stage (sessions): holds rows not
+    /// yet handed over.
     dirty: bool,
+    /// First stage (sessions): handed over before, and kept for its lateness.
+    handed: bool,
 }
 
 /// No recent group for a key.
@@ -136,6 +156,7 @@ impl GroupStore {
             start,
             end,
             dirty: true,
+            handed: false,
         };
         self.key_refs[key as usize] += 1;
         let idx = match self.free.pop() {
@@ -196,6 +217,7 @@ impl GroupStore {
                     }
                     let target = self.group_mut(first);
                     target.start = target.start.min(g.start);
+                    target.handed |= g.handed;
                     let new_end = target.end.max(g.end);
                     self.set_end(first, new_end);
                 }
@@ -281,6 +303,9 @@ pub struct PartitionWindows {
     late_rows: u64,
     /// (row, group) pairs of the batch being folded.
     targets: Vec<(u32, u32)>,
+    /// Sessions handed over before that took rows since (handed over at the next
+    /// drain).
+    pending: Vec<u32>,
 }
 
 impl PartitionWindows {
@@ -292,6 +317,7 @@ impl PartitionWindows {
             store: GroupStore::new(kinds, matches!(spec, WindowSpec::Session { .. })),
             late_rows: 0,
             targets: Vec::new(),
+            pending: Vec::new(),
         }
     }
 
@@ -391,28 +417,79 @@ impl PartitionWindows {
                 let v = args[j].and_then(|a| a.is_valid(i).then(|| a.value(i)));
                 acc.update(kinds[j], v, t);
             }
+            if self.store.group_mut(g).handed {
+                self.pending.push(g);
+            }
         }
         late
     }
 
-    /// Hands over (and forgets) every group whose window ended at or before
-    /// `watermark`.
+    /// Hands over every group whose window ended at or before `watermark`.
+    ///
+    /// A fixed window is forgotten then. A session is kept, without its rows, for
+    /// `allowed_lateness` more, so that a row within the lateness joins the session it
+    /// touches rather than starting one of its own; what a kept session gathers is
+    /// handed over at the next drain, under the session's whole extent, whatever its
+    /// end (the final stage still holds the session it merges into).
     pub fn drain(&mut self, watermark: i64) -> Vec<Partial> {
-        let ended = self.store.ended(watermark);
-        let mut out = Vec::with_capacity(ended.len());
+        let mut ended = self.store.ended(watermark);
+        if !self.store.session {
+            let mut out = Vec::with_capacity(ended.len());
+            for i in ended {
+                let (g, accs, key) = self.store.take(i);
+                out.push(Partial {
+                    key,
+                    start: g.start,
+                    end: g.end,
+                    accs,
+                });
+            }
+            return out;
+        }
+        ended.append(&mut self.pending);
+        let kinds = self.store.kinds.clone();
+        let mut out = Vec::new();
         for i in ended {
-            let (g, accs, key) = self.store.take(i);
+            let Some(g) = self.store.groups[i as usize].as_mut() else {
+                continue;
+            };
+            let ready = if g.handed {
+                g.dirty
+            } else {
+                g.end <= watermark
+            };
+            if !ready {
+                continue;
+            }
+            g.handed = true;
+            g.dirty = false;
+            let (key, start, end) = (g.key, g.start, g.end);
+            let accs = self
+                .store
+                .accs_mut(i)
+                .iter_mut()
+                .zip(kinds.iter())
+                .map(|(a, k)| std::mem::replace(a, Acc::new(*k)))
+                .collect();
             out.push(Partial {
-                key,
-                start: g.start,
-                end: g.end,
+                key: self.store.key_bytes[key as usize].clone(),
+                start,
+                end,
                 accs,
             });
+        }
+        for i in self.store.ended(watermark.saturating_sub(self.lateness)) {
+            if self.store.groups[i as usize]
+                .as_ref()
+                .is_some_and(|g| g.handed && !g.dirty)
+            {
+                self.store.take(i);
+            }
         }
         out
     }
 
-    /// Open (key, window) groups.
+    /// Open (key, window) groups, and sessions kept for their lateness.
     pub fn open_groups(&self) -> usize {
         self.store.len()
     }
