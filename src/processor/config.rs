@@ -296,6 +296,19 @@ impl ProcessorConfig {
         if self.kafka.brokers.trim().is_empty() {
             problems.push("kafka.brokers: must not be empty".into());
         }
+        problems.extend(edgeflow_edge::config::reserved_property_problems(
+            "kafka.properties",
+            self.kafka.properties.keys(),
+            &[
+                &edgeflow_edge::config::GUARANTEE_PROPERTIES[..],
+                &[
+                    "bootstrap.servers",
+                    "enable.auto.commit",
+                    "enable.auto.offset.store",
+                ],
+            ]
+            .concat(),
+        ));
         if self.ingest.batch_size == 0 {
             problems.push("ingest.batch_size: must be at least 1".into());
         }
@@ -425,6 +438,19 @@ mod tests {
         assert!(e.contains("start"), "{e}");
         assert!(e.contains("nowhere"), "{e}");
         assert!(e.contains("already used"), "{e}");
+    }
+
+    #[test]
+    fn properties_that_would_change_delivery_or_offsets_are_refused_by_name() {
+        let text = MINIMAL.replace(
+            "brokers = \"localhost:9092\"",
+            "brokers = \"localhost:9092\"\nproperties = { acks = \"1\", \"enable.auto.commit\" = \"true\", \"client.id\" = \"p\" }",
+        );
+        let c = ProcessorConfig::parse(&text).unwrap();
+        let e = format!("{:#}", c.validate().unwrap_err());
+        assert!(e.contains("kafka.properties.acks:"), "{e}");
+        assert!(e.contains("kafka.properties.enable.auto.commit:"), "{e}");
+        assert!(!e.contains("client.id"), "{e}");
     }
 
     #[test]
