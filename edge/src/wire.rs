@@ -510,6 +510,199 @@ mod tests {
         }
     }
 
+    // Fixtures written by hand from docs/wire-format.md (the aggregate is the
+    // document's own example, in JSON and in its binary-v1 dump), not produced by the
+    // encoder: the encoder must give exactly these bytes, and the processor's decoder
+    // tests decode the same bytes.
+
+    /// The document's JSON aggregate, without its line break.
+    const AGGREGATE_JSON: &str = concat!(
+        r#"{"gateway":"gw-01","sensor":"t-17","site":"plant-a","field":"temperature","#,
+        r#""window_start":1764000000000,"window_end":1764000010000,"revision":0,"#,
+        r#""count":10,"min":20.5,"max":22.0,"sum":213.0,"mean":21.3,"#,
+        r#""first_ts":1764000000120,"first":20.5,"last_ts":1764000009980,"last":21.75}"#
+    );
+
+    /// The same aggregate in binary-v1: little-endian, `str` = u16 length + UTF-8.
+    const AGGREGATE_BINARY: &[u8] = &[
+        0x01, // version
+        0x01, // kind: aggregate
+        0x05, 0x00, b'g', b'w', b'-', b'0', b'1', // gateway
+        0x04, 0x00, b't', b'-', b'1', b'7', // sensor
+        0x07, 0x00, b'p', b'l', b'a', b'n', b't', b'-', b'a', // site
+        0x0b, 0x00, b't', b'e', b'm', b'p', b'e', b'r', b'a', b't', b'u', b'r', b'e', // field
+        0x00, 0xe8, 0x97, 0xb6, 0x9a, 0x01, 0x00, 0x00, // window_start 1764000000000
+        0x10, 0x0f, 0x98, 0xb6, 0x9a, 0x01, 0x00, 0x00, // window_end 1764000010000
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // revision 0
+        0x0a, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // count 10
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x80, 0x34, 0x40, // min 20.5
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x36, 0x40, // max 22.0
+        0x00, 0x00, 0x00, 0x00, 0x00, 0xa0, 0x6a, 0x40, // sum 213.0
+        0x78, 0xe8, 0x97, 0xb6, 0x9a, 0x01, 0x00, 0x00, // first_ts 1764000000120
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x80, 0x34, 0x40, // first 20.5
+        0xfc, 0x0e, 0x98, 0xb6, 0x9a, 0x01, 0x00, 0x00, // last_ts 1764000009980
+        0x00, 0x00, 0x00, 0x00, 0x00, 0xc0, 0x35, 0x40, // last 21.75
+    ];
+
+    /// A correction (revision 7) of one reading, from a topic without `{site}`.
+    const CORRECTION_JSON: &str = concat!(
+        r#"{"gateway":"gw-01","sensor":"t-17","field":"temperature","#,
+        r#""window_start":1764000000000,"window_end":1764000010000,"revision":7,"#,
+        r#""count":1,"min":-3.5,"max":-3.5,"sum":-3.5,"mean":-3.5,"#,
+        r#""first_ts":1764000009980,"first":-3.5,"last_ts":1764000009980,"last":-3.5}"#
+    );
+
+    const CORRECTION_BINARY: &[u8] = &[
+        0x01, // version
+        0x01, // kind: aggregate
+        0x05, 0x00, b'g', b'w', b'-', b'0', b'1', // gateway
+        0x04, 0x00, b't', b'-', b'1', b'7', // sensor
+        0xff, 0xff, // site: absent
+        0x0b, 0x00, b't', b'e', b'm', b'p', b'e', b'r', b'a', b't', b'u', b'r', b'e', // field
+        0x00, 0xe8, 0x97, 0xb6, 0x9a, 0x01, 0x00, 0x00, // window_start 1764000000000
+        0x10, 0x0f, 0x98, 0xb6, 0x9a, 0x01, 0x00, 0x00, // window_end 1764000010000
+        0x07, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // revision 7
+        0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // count 1
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x0c, 0xc0, // min -3.5
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x0c, 0xc0, // max -3.5
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x0c, 0xc0, // sum -3.5
+        0xfc, 0x0e, 0x98, 0xb6, 0x9a, 0x01, 0x00, 0x00, // first_ts 1764000009980
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x0c, 0xc0, // first -3.5
+        0xfc, 0x0e, 0x98, 0xb6, 0x9a, 0x01, 0x00, 0x00, // last_ts 1764000009980
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x0c, 0xc0, // last -3.5
+    ];
+
+    /// A reading in pass-through mode, from a topic without `{site}`.
+    const READING_JSON: &str = concat!(
+        r#"{"gateway":"gw-01","sensor":"t-17","field":"temperature","#,
+        r#""ts":1764000000120,"value":0.1}"#
+    );
+
+    const READING_BINARY: &[u8] = &[
+        0x01, // version
+        0x02, // kind: reading
+        0x05, 0x00, b'g', b'w', b'-', b'0', b'1', // gateway
+        0x04, 0x00, b't', b'-', b'1', b'7', // sensor
+        0xff, 0xff, // site: absent
+        0x0b, 0x00, b't', b'e', b'm', b'p', b'e', b'r', b'a', b't', b'u', b'r', b'e', // field
+        0x78, 0xe8, 0x97, 0xb6, 0x9a, 0x01, 0x00, 0x00, // ts 1764000000120
+        0x9a, 0x99, 0x99, 0x99, 0x99, 0x99, 0xb9, 0x3f, // value 0.1
+    ];
+
+    /// The document's aggregate as the agent holds it.
+    fn documented_aggregate() -> Aggregate {
+        Aggregate {
+            sensor: Arc::from("t-17"),
+            site: Some(Arc::from("plant-a")),
+            field: Arc::from("temperature"),
+            window_start: 1_764_000_000_000,
+            window_end: 1_764_000_010_000,
+            revision: 0,
+            count: 10,
+            min: 20.5,
+            max: 22.0,
+            sum: 213.0,
+            first_ts: 1_764_000_000_120,
+            first: 20.5,
+            last_ts: 1_764_000_009_980,
+            last: 21.75,
+        }
+    }
+
+    fn correction() -> Aggregate {
+        Aggregate {
+            sensor: Arc::from("t-17"),
+            site: None,
+            field: Arc::from("temperature"),
+            window_start: 1_764_000_000_000,
+            window_end: 1_764_000_010_000,
+            revision: 7,
+            count: 1,
+            min: -3.5,
+            max: -3.5,
+            sum: -3.5,
+            first_ts: 1_764_000_009_980,
+            first: -3.5,
+            last_ts: 1_764_000_009_980,
+            last: -3.5,
+        }
+    }
+
+    #[test]
+    fn aggregates_encode_to_the_documented_bytes() {
+        for (a, json, binary) in [
+            (documented_aggregate(), AGGREGATE_JSON, AGGREGATE_BINARY),
+            (correction(), CORRECTION_JSON, CORRECTION_BINARY),
+        ] {
+            let mut j = Vec::new();
+            aggregate_json("gw-01", &a, &mut j);
+            assert_eq!(String::from_utf8(j).unwrap(), json);
+            let mut b = Vec::new();
+            aggregate_binary("gw-01", &a, &mut b);
+            assert_eq!(b, binary);
+        }
+    }
+
+    #[test]
+    fn readings_encode_to_the_documented_bytes() {
+        let r = ReadingRef {
+            sensor: "t-17",
+            site: None,
+            field: "temperature",
+            ts: 1_764_000_000_120,
+            value: 0.1,
+        };
+        let mut j = Vec::new();
+        reading_json("gw-01", &r, &mut j);
+        assert_eq!(String::from_utf8(j).unwrap(), READING_JSON);
+        let mut b = Vec::new();
+        reading_binary("gw-01", &r, &mut b);
+        assert_eq!(b, READING_BINARY);
+    }
+
+    #[test]
+    fn the_documented_bytes_decode_to_the_record() {
+        let want = AggregateRecord {
+            gateway: "gw-01".into(),
+            sensor: "t-17".into(),
+            site: Some("plant-a".into()),
+            field: "temperature".into(),
+            window_start: 1_764_000_000_000,
+            window_end: 1_764_000_010_000,
+            revision: 0,
+            count: 10,
+            min: 20.5,
+            max: 22.0,
+            sum: 213.0,
+            mean: 21.3,
+            first_ts: 1_764_000_000_120,
+            first: 20.5,
+            last_ts: 1_764_000_009_980,
+            last: 21.75,
+        };
+        assert_eq!(
+            decode_aggregate(ENCODING_JSON, AGGREGATE_JSON.as_bytes()),
+            Ok(want.clone())
+        );
+        assert_eq!(
+            decode_aggregate(ENCODING_BINARY, AGGREGATE_BINARY),
+            Ok(want)
+        );
+        let reading = ReadingRecord {
+            gateway: "gw-01".into(),
+            sensor: "t-17".into(),
+            site: None,
+            field: "temperature".into(),
+            ts: 1_764_000_000_120,
+            value: 0.1,
+        };
+        assert_eq!(
+            decode_reading(ENCODING_JSON, READING_JSON.as_bytes()),
+            Ok(reading.clone())
+        );
+        assert_eq!(decode_reading(ENCODING_BINARY, READING_BINARY), Ok(reading));
+    }
+
     #[test]
     fn readings_round_trip() {
         let r = ReadingRef {
