@@ -3,15 +3,25 @@
 //!
 //! - A partition's watermark is the largest event time it has delivered minus the
 //!   stream's `watermark_delay`. It never goes backwards.
-//! - A query's watermark is the minimum over its *active* partitions. A partition that
-//!   has delivered nothing for `idle_timeout` (processing time) is idle and does not
-//!   hold the query back; it becomes active again with its next batch.
-//! - A partition that has never delivered anything is active until it has been idle for
-//!   `idle_timeout` since it was added (so a new query waits that long for every
-//!   partition before emitting anything).
+//! - The source may say, per partition, whether records exist past what it has handed
+//!   over ([`WatermarkTracker::set_backlog`]): *a backlog* (its read position is behind
+//!   the partition's end, or rows it read are still in an open batch) or *caught up*.
+//!   A partition with a known backlog is never idle, however long it has been silent:
+//!   the rows it still holds may be older than every other partition's.
+//! - Otherwise (caught up, or nothing known) a partition is idle once it has delivered
+//!   nothing for `idle_timeout` (processing time) since its last batch, since it was
+//!   added, or since it caught up after a backlog, whichever is latest. An idle
+//!   partition does not hold the query back; it becomes active again with its next
+//!   batch or its next backlog.
+//! - A query's watermark is the minimum over its active (not idle) partitions. A
+//!   partition that is active but has delivered nothing yet holds the watermark where
+//!   it is (so a new query waits for every partition that has, or may have, data).
 //! - When every partition is idle, the query's watermark is the largest partition
-//!   watermark, so the last windows of a stream that stopped still close.
-//! - The query's watermark never goes backwards either.
+//!   watermark, so the last windows of a stream that stopped still close. With a
+//!   source that reports backlogs this happens only when every partition has been
+//!   caught up for `idle_timeout`: nothing that is already in Kafka can become late.
+//! - The query's watermark never goes backwards (removing a partition, a partition
+//!   rejoining with older data, nothing moves it back).
 
 use std::collections::BTreeMap;
 
@@ -20,8 +30,25 @@ use std::collections::BTreeMap;
 struct Partition {
     /// Largest event time minus delay, if any row was seen.
     watermark: Option<i64>,
-    /// Processing time (ms) of the last batch, or of being added.
+    /// Processing time (ms) the idle clock starts from: the last batch, being added,
+    /// or catching up after a backlog.
     last_active: i64,
+    /// What the source said last: `Some(true)` a backlog, `Some(false)` caught up.
+    backlog: Option<bool>,
+}
+
+impl Partition {
+    fn new(now_ms: i64) -> Self {
+        Self {
+            watermark: None,
+            last_active: now_ms,
+            backlog: None,
+        }
+    }
+
+    fn idle(&self, now_ms: i64, idle_timeout: i64) -> bool {
+        self.backlog != Some(true) && now_ms.saturating_sub(self.last_active) >= idle_timeout
+    }
 }
 
 /// The watermark tracker of one query (or stream) over its partitions.
@@ -35,7 +62,8 @@ pub struct WatermarkTracker {
 
 impl WatermarkTracker {
     /// `delay_ms`: how far behind the largest event time the watermark trails;
-    /// `idle_timeout_ms`: after how long without data a partition stops holding it back.
+    /// `idle_timeout_ms`: after how long without data a caught-up partition stops
+    /// holding it back.
     pub fn new(delay_ms: i64, idle_timeout_ms: i64) -> Self {
         Self {
             delay: delay_ms.max(0),
@@ -47,10 +75,9 @@ impl WatermarkTracker {
 
     /// Starts tracking `partition` (idempotent).
     pub fn add_partition(&mut self, partition: i32, now_ms: i64) {
-        self.partitions.entry(partition).or_insert(Partition {
-            watermark: None,
-            last_active: now_ms,
-        });
+        self.partitions
+            .entry(partition)
+            .or_insert_with(|| Partition::new(now_ms));
     }
 
     /// Stops tracking `partition` (it moved to another processor).
@@ -62,13 +89,29 @@ impl WatermarkTracker {
     /// A batch arrived on `partition` with largest event time `max_event_time`.
     /// Returns the query's watermark afterwards.
     pub fn observe(&mut self, partition: i32, max_event_time: i64, now_ms: i64) -> Option<i64> {
-        let p = self.partitions.entry(partition).or_insert(Partition {
-            watermark: None,
-            last_active: now_ms,
-        });
+        let p = self
+            .partitions
+            .entry(partition)
+            .or_insert_with(|| Partition::new(now_ms));
         let w = max_event_time.saturating_sub(self.delay);
         p.watermark = Some(p.watermark.map_or(w, |old| old.max(w)));
-        p.last_active = now_ms;
+        p.last_active = p.last_active.max(now_ms);
+        self.advance(now_ms)
+    }
+
+    /// The source's word on `partition` at `now_ms`: `true` when records exist past
+    /// what it has handed over (the partition is then never idle), `false` when it is
+    /// caught up (after a backlog, the idle clock starts now). Returns the query's
+    /// watermark afterwards.
+    pub fn set_backlog(&mut self, partition: i32, backlog: bool, now_ms: i64) -> Option<i64> {
+        let p = self
+            .partitions
+            .entry(partition)
+            .or_insert_with(|| Partition::new(now_ms));
+        if p.backlog == Some(true) && !backlog {
+            p.last_active = p.last_active.max(now_ms);
+        }
+        p.backlog = Some(backlog);
         self.advance(now_ms)
     }
 
@@ -91,7 +134,7 @@ impl WatermarkTracker {
     pub fn is_idle(&self, partition: i32, now_ms: i64) -> bool {
         self.partitions
             .get(&partition)
-            .is_some_and(|p| now_ms.saturating_sub(p.last_active) >= self.idle_timeout)
+            .is_some_and(|p| p.idle(now_ms, self.idle_timeout))
     }
 
     fn advance(&mut self, now_ms: i64) -> Option<i64> {
@@ -103,8 +146,7 @@ impl WatermarkTracker {
             if let Some(w) = p.watermark {
                 max_all = Some(max_all.map_or(w, |m| m.max(w)));
             }
-            let idle = now_ms.saturating_sub(p.last_active) >= self.idle_timeout;
-            if idle {
+            if p.idle(now_ms, self.idle_timeout) {
                 continue;
             }
             any_active = true;
@@ -178,33 +220,230 @@ mod tests {
         assert_eq!(w.tick(1_000), Some(10));
     }
 
-    proptest! {
-        /// Against a model: the watermark never decreases and never passes the
-        /// largest event time minus the delay; with every partition fresh and fed it
-        /// is exactly the minimum over partitions.
-        #[test]
-        fn watermark_is_monotone_and_bounded(
-            events in proptest::collection::vec((0i32..4, 0i64..100_000, 0i64..2_000), 1..200),
-            delay in 0i64..5_000,
-        ) {
-            let mut w = WatermarkTracker::new(delay, 1_000_000);
-            let mut now = 0;
-            let mut prev = None;
-            let mut max_seen = i64::MIN;
-            let mut per: BTreeMap<i32, i64> = BTreeMap::new();
-            for (p, t, dt) in events {
-                now += dt;
-                max_seen = max_seen.max(t);
-                let e = per.entry(p).or_insert(t);
-                *e = (*e).max(t);
-                let cur = w.observe(p, t, now);
-                prop_assert!(cur >= prev);
-                if let Some(c) = cur {
-                    prop_assert!(c <= max_seen - delay);
-                    let model = per.values().min().copied().map(|m| m - delay);
-                    prop_assert_eq!(Some(c), model.max(prev));
+    #[test]
+    fn a_partition_with_a_backlog_is_never_idle() {
+        // Partition 1 lags: it has read up to event time 10 s, and Kafka holds more.
+        let mut w = WatermarkTracker::new(0, 5_000);
+        w.add_partition(0, 0);
+        w.add_partition(1, 0);
+        w.observe(0, 50_000, 0);
+        w.observe(1, 10_000, 0);
+        w.set_backlog(0, false, 0);
+        w.set_backlog(1, true, 0);
+        assert_eq!(w.tick(1_000_000), Some(10_000), "silent, but not caught up");
+        assert!(w.is_idle(0, 1_000_000));
+        assert!(!w.is_idle(1, 1_000_000));
+        // It catches up: the idle clock starts then, not at its last batch.
+        w.set_backlog(1, false, 1_000_000);
+        assert_eq!(w.tick(1_004_999), Some(10_000));
+        assert_eq!(
+            w.tick(1_005_000),
+            Some(50_000),
+            "every partition caught up and idle"
+        );
+    }
+
+    #[test]
+    fn when_every_partition_is_silent_a_backlog_still_holds_the_watermark() {
+        // The processor stalled (a slow sink, say): no batch from anyone for a long time.
+        let mut w = WatermarkTracker::new(0, 1_000);
+        w.add_partition(0, 0);
+        w.add_partition(1, 0);
+        w.observe(0, 500, 0);
+        w.observe(1, 10, 0);
+        w.set_backlog(0, true, 0);
+        w.set_backlog(1, true, 0);
+        assert_eq!(w.tick(60_000), Some(10));
+        w.observe(1, 400, 60_001);
+        assert_eq!(w.current(), Some(400));
+    }
+
+    #[test]
+    fn a_partition_known_to_have_a_backlog_blocks_until_it_delivers() {
+        let mut w = WatermarkTracker::new(0, 1_000);
+        w.add_partition(0, 0);
+        w.add_partition(1, 0);
+        w.set_backlog(1, true, 0);
+        w.observe(0, 10, 10);
+        assert_eq!(
+            w.tick(100_000),
+            None,
+            "partition 1 has data it has not delivered"
+        );
+        w.observe(1, 5, 100_001);
+        assert_eq!(w.current(), Some(5));
+    }
+
+    #[test]
+    fn caught_up_without_a_backlog_before_keeps_the_idle_clock() {
+        let mut w = WatermarkTracker::new(0, 1_000);
+        w.observe(0, 10, 0);
+        w.observe(1, 500, 0);
+        w.set_backlog(0, false, 900);
+        w.set_backlog(1, false, 900);
+        assert_eq!(w.tick(1_000), Some(500), "caught up is not new activity");
+    }
+
+    /// One step of the property test below.
+    #[derive(Clone, Debug)]
+    enum Op {
+        Add(i32),
+        Observe(i32, i64),
+        Backlog(i32, bool),
+        Tick,
+        Remove(i32),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            1 => (0i32..4).prop_map(Op::Add),
+            6 => (0i32..4, 0i64..100_000).prop_map(|(p, t)| Op::Observe(p, t)),
+            3 => (0i32..4, any::<bool>()).prop_map(|(p, b)| Op::Backlog(p, b)),
+            3 => Just(Op::Tick),
+            1 => (0i32..4).prop_map(Op::Remove),
+        ]
+    }
+
+    /// What the model says at processing time `now`, recomputed from the whole history
+    /// (every step so far, with its processing time): for each partition tracked now,
+    /// whether it is idle, its watermark, and whether its source reported a backlog;
+    /// and the candidate for the query's watermark.
+    struct ModelView {
+        partitions: BTreeMap<i32, (bool, Option<i64>, bool)>,
+        candidate: Option<i64>,
+    }
+
+    fn model(history: &[(i64, Op)], now: i64, delay: i64, idle_timeout: i64) -> ModelView {
+        // The steps of each partition since it was last removed.
+        let mut steps: BTreeMap<i32, Vec<(i64, &Op)>> = BTreeMap::new();
+        for (t, op) in history {
+            match op {
+                Op::Remove(p) => {
+                    steps.remove(p);
                 }
-                prev = cur;
+                Op::Add(p) | Op::Observe(p, _) | Op::Backlog(p, _) => {
+                    steps.entry(*p).or_default().push((*t, op))
+                }
+                Op::Tick => {}
+            }
+        }
+        let mut partitions = BTreeMap::new();
+        for (p, s) in &steps {
+            let watermark = s
+                .iter()
+                .filter_map(|(_, o)| match o {
+                    Op::Observe(_, e) => Some(e - delay),
+                    _ => None,
+                })
+                .max();
+            let flags: Vec<(i64, bool)> = s
+                .iter()
+                .filter_map(|(t, o)| match o {
+                    Op::Backlog(_, b) => Some((*t, *b)),
+                    _ => None,
+                })
+                .collect();
+            let backlog = flags.last().is_some_and(|(_, b)| *b);
+            // The idle clock: the first step (being added), every batch, and every
+            // report of "caught up" that ended a backlog.
+            let first = s.first().map_or(now, |(t, _)| *t);
+            let batches = s
+                .iter()
+                .filter(|(_, o)| matches!(o, Op::Observe(..)))
+                .map(|(t, _)| *t);
+            let caught_up = flags
+                .windows(2)
+                .filter(|w| w[0].1 && !w[1].1)
+                .map(|w| w[1].0);
+            let since = batches.chain(caught_up).fold(first, i64::max);
+            let idle = !backlog && now - since >= idle_timeout;
+            partitions.insert(*p, (idle, watermark, backlog));
+        }
+        let active: Vec<Option<i64>> = partitions
+            .values()
+            .filter(|(idle, _, _)| !idle)
+            .map(|(_, w, _)| *w)
+            .collect();
+        let candidate = if active.iter().any(Option::is_none) {
+            None
+        } else if !active.is_empty() {
+            active.iter().flatten().min().copied()
+        } else {
+            partitions.values().filter_map(|(_, w, _)| *w).max()
+        };
+        ModelView {
+            partitions,
+            candidate,
+        }
+    }
+
+    proptest! {
+        /// Against an independent model (the whole history recomputed at every step):
+        /// partitions come and go, go silent, report backlogs and catching up, with
+        /// idle timeouts short enough to matter. Also, without the model: the
+        /// watermark never decreases, never passes the largest event time minus the
+        /// delay, and never passes a partition with a known backlog.
+        #[test]
+        fn watermark_follows_the_model_through_idleness_and_backlogs(
+            steps in proptest::collection::vec((op(), 0i64..1_500), 1..150),
+            delay in 0i64..5_000,
+            idle_timeout in prop_oneof![0i64..4_000, Just(1_000_000i64)],
+        ) {
+            let mut w = WatermarkTracker::new(delay, idle_timeout);
+            let mut history: Vec<(i64, Op)> = Vec::new();
+            let mut now = 0;
+            let mut expected: Option<i64> = None;
+            let mut max_event: Option<i64> = None;
+            for (op, dt) in steps {
+                now += dt;
+                let prev = w.current();
+                history.push((now, op.clone()));
+                let view = model(&history, now, delay, idle_timeout);
+                // `add_partition` does not recompute the watermark; every other step does.
+                if !matches!(op, Op::Add(_)) {
+                    if let Some(c) = view.candidate {
+                        expected = Some(expected.map_or(c, |e| e.max(c)));
+                    }
+                }
+                let got = match op {
+                    Op::Add(p) => {
+                        w.add_partition(p, now);
+                        w.current()
+                    }
+                    Op::Observe(p, t) => {
+                        max_event = Some(max_event.map_or(t, |m| m.max(t)));
+                        w.observe(p, t, now)
+                    }
+                    Op::Backlog(p, b) => w.set_backlog(p, b, now),
+                    Op::Tick => w.tick(now),
+                    Op::Remove(p) => w.remove_partition(p, now),
+                };
+                prop_assert_eq!(got, expected, "after {:?} at {}", history.last(), now);
+                prop_assert_eq!(w.current(), got);
+                for p in 0..4 {
+                    let model_idle = view.partitions.get(&p).is_some_and(|s| s.0);
+                    prop_assert_eq!(w.is_idle(p, now), model_idle, "partition {} at {}", p, now);
+                    prop_assert_eq!(
+                        w.partition_watermark(p),
+                        view.partitions.get(&p).and_then(|s| s.1)
+                    );
+                }
+                // Without the model.
+                prop_assert!(got >= prev, "went backwards");
+                if let Some(g) = got {
+                    let bound = max_event.map(|m| m - delay);
+                    prop_assert!(Some(g) <= bound, "passed the largest event time");
+                }
+                if got > prev {
+                    for (p, (_, pw, backlog)) in &view.partitions {
+                        if *backlog {
+                            prop_assert!(
+                                pw.is_some_and(|pw| got <= Some(pw)),
+                                "passed partition {}, which has a backlog", p
+                            );
+                        }
+                    }
+                }
             }
         }
     }
