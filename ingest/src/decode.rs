@@ -1,8 +1,15 @@
 //! Kafka records into Arrow batches: the pure decoding core.
 //!
-//! [`BatchDecoder::push`] appends one record to the batch being built, or returns a
+//! [`BatchDecoder::push_at`] appends one record to the batch being built, or returns a
 //! [`DeadLetter`] that says why it could not (the batch is untouched: a record is
 //! appended whole or not at all). [`BatchDecoder::finish`] closes the batch.
+//!
+//! A stream may bound how far in the future an event time can be
+//! ([`BatchDecoder::with_max_future`]): one absurd time (a gateway whose clock says
+//! 2099) would otherwise move its partition's watermark past every real window for
+//! good. A record whose event time is more than the bound ahead of the clock passed
+//! to [`BatchDecoder::push_at`] is a dead letter (`future_event_time`). Time is an
+//! argument: the decoder reads no clock.
 
 use std::fmt;
 use std::sync::Arc;
@@ -46,17 +53,25 @@ pub enum DeadReason {
     MissingField,
     /// A field has the wrong JSON type for its declared column.
     WrongType,
+    /// The event time is further ahead of the processor's clock than the stream's
+    /// `max_future`.
+    FutureEventTime,
+    /// A continuous query's window time (the expression in `tumble`/`hop`/`session`)
+    /// is NULL for the row, so no window can hold it.
+    NullEventTime,
 }
 
 impl DeadReason {
     /// Every reason, for metrics.
-    pub const ALL: [DeadReason; 6] = [
+    pub const ALL: [DeadReason; 8] = [
         Self::Empty,
         Self::UnknownEncoding,
         Self::WrongKind,
         Self::Malformed,
         Self::MissingField,
         Self::WrongType,
+        Self::FutureEventTime,
+        Self::NullEventTime,
     ];
 
     /// The reason's name (metrics label, dead-letter header).
@@ -68,6 +83,8 @@ impl DeadReason {
             Self::Malformed => "malformed",
             Self::MissingField => "missing_field",
             Self::WrongType => "wrong_type",
+            Self::FutureEventTime => "future_event_time",
+            Self::NullEventTime => "null_event_time",
         }
     }
 }
@@ -78,10 +95,13 @@ impl fmt::Display for DeadReason {
     }
 }
 
-/// A record that could not be decoded, with everything needed to inspect or replay it.
+/// A record that could not be decoded (or a row a continuous query could not place),
+/// with everything needed to inspect or replay it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DeadLetter {
     pub partition: i32,
+    /// The record's offset; -1 for a row a query derived from records (its payload is
+    /// then the row as JSON, not a record's bytes).
     pub offset: i64,
     pub reason: DeadReason,
     /// Human-readable detail (what was wrong and where).
@@ -96,6 +116,8 @@ pub struct BatchDecoder {
     cols: Columns,
     rows: usize,
     max_event_time: Option<i64>,
+    /// How far ahead of the clock an event time may be (ms).
+    max_future: Option<i64>,
 }
 
 enum Columns {
@@ -334,7 +356,15 @@ impl BatchDecoder {
             cols,
             rows: 0,
             max_event_time: None,
+            max_future: None,
         }
+    }
+
+    /// Bounds event times to at most `max_future_ms` ahead of the clock given to
+    /// [`BatchDecoder::push_at`] (`None`: no bound).
+    pub fn with_max_future(mut self, max_future_ms: Option<i64>) -> Self {
+        self.max_future = max_future_ms.map(|m| m.max(0));
+        self
     }
 
     fn columns(format: &Format) -> Columns {
@@ -377,8 +407,19 @@ impl BatchDecoder {
         self.max_event_time = Some(self.max_event_time.map_or(ts, |m| m.max(ts)));
     }
 
-    /// Appends one record, or says why it cannot be appended.
+    /// Appends one record, or says why it cannot be appended, with no bound on event
+    /// times (no clock). A source uses [`BatchDecoder::push_at`].
     pub fn push(&mut self, rec: &RawRecord<'_>) -> Result<(), DeadLetter> {
+        self.push_inner(rec, None)
+    }
+
+    /// Appends one record decoded at wall-clock time `now_ms`, or says why it cannot be
+    /// appended (an event time past `now_ms` + `max_future` is one reason).
+    pub fn push_at(&mut self, rec: &RawRecord<'_>, now_ms: i64) -> Result<(), DeadLetter> {
+        self.push_inner(rec, Some(now_ms))
+    }
+
+    fn push_inner(&mut self, rec: &RawRecord<'_>, now_ms: Option<i64>) -> Result<(), DeadLetter> {
         let dead = |reason: DeadReason, detail: String| DeadLetter {
             partition: rec.partition,
             offset: rec.offset,
@@ -391,6 +432,22 @@ impl BatchDecoder {
             return Err(dead(DeadReason::Empty, "the record has no value".into()));
         };
         let time_index = self.format.event_time_index();
+        let limit = match (now_ms, self.max_future) {
+            (Some(now), Some(m)) => Some((now, m)),
+            _ => None,
+        };
+        let in_time = |ts: i64| {
+            match limit {
+            Some((now, max_future)) if ts.saturating_sub(now) > max_future => Err(dead(
+                DeadReason::FutureEventTime,
+                format!(
+                    "event time {ts} ms is {} ms ahead of the processor's clock ({now} ms); the stream's max_future is {max_future} ms",
+                    ts.saturating_sub(now)
+                ),
+            )),
+            _ => Ok(()),
+        }
+        };
         match &mut self.cols {
             Columns::Aggregates(c) => {
                 check_kind(rec.kind, "aggregate").map_err(|d| dead(DeadReason::WrongKind, d))?;
@@ -399,16 +456,20 @@ impl BatchDecoder {
                         let v = wire::decode_aggregate_binary(payload).map_err(|e| {
                             dead(DeadReason::Malformed, format!("binary-v1 aggregate: {e}"))
                         })?;
+                        let ts = aggregate_time(&v, time_index);
+                        in_time(ts)?;
                         c.push(&v);
-                        aggregate_time(&v, time_index)
+                        ts
                     }
                     wire::ENCODING_JSON => {
                         let a: AggregateRecord = serde_json::from_slice(payload).map_err(|e| {
                             dead(DeadReason::Malformed, format!("JSON aggregate: {e}"))
                         })?;
                         let v = a.view();
+                        let ts = aggregate_time(&v, time_index);
+                        in_time(ts)?;
                         c.push(&v);
-                        aggregate_time(&v, time_index)
+                        ts
                     }
                     other => return Err(dead(DeadReason::UnknownEncoding, unknown(other))),
                 };
@@ -421,6 +482,7 @@ impl BatchDecoder {
                         let v = wire::decode_reading_binary(payload).map_err(|e| {
                             dead(DeadReason::Malformed, format!("binary-v1 reading: {e}"))
                         })?;
+                        in_time(v.ts)?;
                         c.push(&v);
                         v.ts
                     }
@@ -428,6 +490,7 @@ impl BatchDecoder {
                         let r: ReadingRecord = serde_json::from_slice(payload).map_err(|e| {
                             dead(DeadReason::Malformed, format!("JSON reading: {e}"))
                         })?;
+                        in_time(r.ts)?;
                         c.push(&r.view());
                         r.ts
                     }
@@ -461,6 +524,7 @@ impl BatchDecoder {
                     }
                     cells.push(c);
                 }
+                in_time(ts)?;
                 for (b, c) in builders.iter_mut().zip(cells) {
                     b.push(c);
                 }
@@ -517,3 +581,136 @@ fn aggregate_time(a: &wire::AggregateView<'_>, index: usize) -> i64 {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod max_future_tests {
+    use std::sync::Arc;
+
+    use edgeflow_edge::window::Aggregate;
+
+    use super::*;
+    use crate::format::{ColumnType, Format, FormatKind};
+
+    const NOW: i64 = 1_764_000_000_000;
+    const HOUR: i64 = 3_600_000;
+
+    fn json_stream() -> BatchDecoder {
+        let format = Format::new(
+            FormatKind::Json,
+            vec![
+                ("sensor".into(), ColumnType::String),
+                ("ts".into(), ColumnType::Timestamp),
+                ("value".into(), ColumnType::Double),
+            ],
+            None,
+        )
+        .expect("format");
+        BatchDecoder::new(format).with_max_future(Some(HOUR))
+    }
+
+    fn json(ts: i64) -> Vec<u8> {
+        format!(r#"{{"sensor":"s-1","ts":{ts},"value":1.5}}"#).into_bytes()
+    }
+
+    fn raw(payload: &[u8]) -> RawRecord<'_> {
+        RawRecord {
+            partition: 2,
+            offset: 41,
+            payload: Some(payload),
+            ..Default::default()
+        }
+    }
+
+    fn raw_in<'a>(payload: &'a [u8], encoding: &'a str) -> RawRecord<'a> {
+        RawRecord {
+            payload: Some(payload),
+            encoding: Some(encoding),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn an_event_time_past_max_future_is_a_dead_letter_and_moves_nothing() {
+        let mut d = json_stream();
+        d.push_at(&raw(&json(NOW + HOUR)), NOW)
+            .expect("exactly max_future ahead is accepted");
+        let far = json(NOW + HOUR + 1);
+        let dl = d.push_at(&raw(&far), NOW).expect_err("one ms more is not");
+        assert_eq!(dl.reason, DeadReason::FutureEventTime);
+        assert_eq!(dl.reason.as_str(), "future_event_time");
+        assert_eq!((dl.partition, dl.offset), (2, 41));
+        assert_eq!(
+            dl.payload, far,
+            "the record's bytes, for inspection or replay"
+        );
+        assert!(dl.detail.contains("max_future"), "{}", dl.detail);
+        assert_eq!(d.len(), 1);
+        assert_eq!(
+            d.max_event_time(),
+            Some(NOW + HOUR),
+            "the absurd time is not seen"
+        );
+        let batch = d.finish().expect("finish").expect("a batch");
+        assert_eq!(batch.num_rows(), 1);
+    }
+
+    #[test]
+    fn the_bound_follows_the_clock_passed_in() {
+        let mut d = json_stream();
+        let r = json(NOW + 2 * HOUR);
+        assert!(d.push_at(&raw(&r), NOW).is_err());
+        assert!(d.push_at(&raw(&r), NOW + HOUR).is_ok());
+        // Old times are never bounded: a backlog read days later is fine.
+        assert!(d.push_at(&raw(&json(NOW - 30 * 24 * HOUR)), NOW).is_ok());
+        assert_eq!(d.len(), 2);
+    }
+
+    #[test]
+    fn edge_records_are_checked_before_any_column_is_appended() {
+        let format = Format::new(FormatKind::EdgeAggregates, vec![], None).expect("format");
+        let mut d = BatchDecoder::new(format).with_max_future(Some(HOUR));
+        let agg = |start: i64| Aggregate {
+            sensor: Arc::from("s-1"),
+            site: None,
+            field: Arc::from("temp"),
+            window_start: start,
+            window_end: start + 10_000,
+            revision: 0,
+            count: 1,
+            min: 1.0,
+            max: 1.0,
+            sum: 1.0,
+            first_ts: start,
+            first: 1.0,
+            last_ts: start,
+            last: 1.0,
+        };
+        for (encoding, write) in [
+            (
+                edgeflow_edge::wire::ENCODING_BINARY,
+                edgeflow_edge::wire::aggregate_binary as fn(&str, &Aggregate, &mut Vec<u8>),
+            ),
+            (
+                edgeflow_edge::wire::ENCODING_JSON,
+                edgeflow_edge::wire::aggregate_json,
+            ),
+        ] {
+            let (mut far, mut near) = (Vec::new(), Vec::new());
+            write("gw", &agg(NOW + 3 * HOUR), &mut far);
+            write("gw", &agg(NOW), &mut near);
+            let (far, near) = (raw_in(&far, encoding), raw_in(&near, encoding));
+            let e = d.push_at(&far, NOW).expect_err(encoding);
+            assert_eq!(e.reason, DeadReason::FutureEventTime);
+            d.push_at(&near, NOW).expect(encoding);
+        }
+        // Every column has exactly the two accepted rows, or the batch would not build.
+        let batch = d.finish().expect("columns of one length").expect("a batch");
+        assert_eq!(batch.num_rows(), 2);
+    }
+
+    #[test]
+    fn push_without_a_clock_applies_no_bound() {
+        let mut d = json_stream();
+        assert!(d.push(&raw(&json(NOW + 100 * HOUR))).is_ok());
+    }
+}
