@@ -2,7 +2,10 @@
 //! continuous queries and the live tables that pull queries read.
 //!
 //! The engine does no I/O of its own: batches come in through [`Engine::process`],
-//! results go out as [`QueryOutput`]s for the caller to hand to sinks. Pull queries run
+//! results go out as [`QueryOutput`]s for the caller to hand to sinks, and rows a query
+//! cannot place (no window time) go out as dead letters for the caller to route like
+//! the decoder's. What the source knows of each partition's backlog comes in through
+//! [`Engine::set_backlog`] and decides when a partition may go idle. Pull queries run
 //! on [`Engine::pull_context`], which shares the live tables and can be used
 //! concurrently with processing.
 
@@ -11,10 +14,12 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::json::LineDelimitedWriter;
 use datafusion::common::config::Dialect;
 use datafusion::datasource::MemTable;
 use datafusion::execution::context::SQLOptions;
 use datafusion::prelude::{CsvReadOptions, ParquetReadOptions, SessionConfig, SessionContext};
+use edgeflow_ingest::decode::{DeadLetter, DeadReason};
 use edgeflow_ingest::format::Format;
 
 use crate::live::LiveTable;
@@ -52,6 +57,10 @@ pub struct QueryOutput {
     pub query: String,
     pub rows: Vec<RecordBatch>,
     pub late: Vec<RecordBatch>,
+    /// Rows the query could not place in a window (their window time is NULL), one
+    /// dead letter each (reason `null_event_time`, the row as JSON in the query's late
+    /// schema, offset -1: a derived row, not one record).
+    pub dead: Vec<DeadLetter>,
 }
 
 /// A running query as reported to users.
@@ -80,7 +89,9 @@ pub struct QueryInfo {
 struct StreamState {
     decl: StreamDecl,
     latest: Option<(Arc<LiveTable>, Vec<usize>)>,
-    partitions: BTreeSet<i32>,
+    /// Tracked partitions, with the source's last word on their backlog (for queries
+    /// created later).
+    partitions: BTreeMap<i32, Option<bool>>,
 }
 
 struct Running {
@@ -181,7 +192,7 @@ impl Engine {
             StreamState {
                 decl,
                 latest,
-                partitions: BTreeSet::new(),
+                partitions: BTreeMap::new(),
             },
         );
         Ok(())
@@ -226,9 +237,30 @@ impl Engine {
             .streams
             .get_mut(stream)
             .ok_or_else(|| Error::Name(format!("no stream `{stream}`")))?;
-        s.partitions.insert(partition);
+        s.partitions.entry(partition).or_insert(None);
         for q in self.queries.values_mut().filter(|q| q.stream == stream) {
             q.runtime.add_partition(partition, now_ms);
+        }
+        Ok(())
+    }
+
+    /// The source's word on a stream's partition at `now_ms`: `true` when records
+    /// exist past what it has handed over (the partition then never goes idle),
+    /// `false` when it has caught up (its idle clock starts).
+    pub fn set_backlog(
+        &mut self,
+        stream: &str,
+        partition: i32,
+        backlog: bool,
+        now_ms: i64,
+    ) -> Result<()> {
+        let s = self
+            .streams
+            .get_mut(stream)
+            .ok_or_else(|| Error::Name(format!("no stream `{stream}`")))?;
+        s.partitions.insert(partition, Some(backlog));
+        for q in self.queries.values_mut().filter(|q| q.stream == stream) {
+            q.runtime.set_backlog(partition, backlog, now_ms);
         }
         Ok(())
     }
@@ -294,8 +326,11 @@ impl Engine {
             s.decl.idle_timeout_ms,
             decl.allowed_lateness_ms,
         )?;
-        for p in &s.partitions {
+        for (p, backlog) in &s.partitions {
             runtime.add_partition(*p, now_ms);
+            if let Some(b) = backlog {
+                runtime.set_backlog(*p, *b, now_ms);
+            }
         }
         let schema = runtime.schema();
         let live = Arc::new(LiveTable::new(
@@ -399,11 +434,16 @@ impl Engine {
             for b in &o.rows {
                 q.live.insert(b)?;
             }
-            if !o.rows.is_empty() || !o.late.is_empty() {
+            let mut dead = Vec::new();
+            for b in &o.untimed {
+                untimed_letters(&q.decl.name, partition, b, &mut dead)?;
+            }
+            if !o.rows.is_empty() || !o.late.is_empty() || !dead.is_empty() {
                 out.push(QueryOutput {
                     query: q.decl.name.clone(),
                     rows: o.rows,
                     late: o.late,
+                    dead,
                 });
             }
         }
@@ -423,6 +463,7 @@ impl Engine {
                     query: q.decl.name.clone(),
                     rows,
                     late: Vec::new(),
+                    dead: Vec::new(),
                 });
             }
         }
@@ -433,6 +474,36 @@ impl Engine {
     pub async fn pull(&self, sql: &str) -> Result<Vec<RecordBatch>> {
         pull(&self.pull, sql).await
     }
+}
+
+/// One dead letter per row of `batch` (rows whose window time is NULL): the row as a
+/// JSON object, the query named in the detail.
+fn untimed_letters(
+    query: &str,
+    partition: i32,
+    batch: &RecordBatch,
+    out: &mut Vec<DeadLetter>,
+) -> Result<()> {
+    for i in 0..batch.num_rows() {
+        let mut w = LineDelimitedWriter::new(Vec::new());
+        w.write(&batch.slice(i, 1))?;
+        w.finish()?;
+        let mut payload = w.into_inner();
+        if payload.last() == Some(&b'\n') {
+            payload.pop();
+        }
+        out.push(DeadLetter {
+            partition,
+            offset: -1,
+            reason: DeadReason::NullEventTime,
+            detail: format!(
+                "query `{query}`: the window's time expression is NULL for this row, so no window can hold it"
+            ),
+            key: None,
+            payload,
+        });
+    }
+    Ok(())
 }
 
 /// Runs a pull query on a context (SELECT only; errors say where).
@@ -446,4 +517,182 @@ pub async fn pull(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>> {
         .await
         .map_err(|e| Error::Sql(describe(e)))?;
     df.collect().await.map_err(|e| Error::Sql(describe(e)))
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::compute::cast;
+    use datafusion::arrow::datatypes::{DataType, Int64Type};
+    use edgeflow_ingest::decode::{BatchDecoder, RawRecord};
+    use edgeflow_ingest::format::{ColumnType, FormatKind};
+
+    use super::*;
+
+    const T0: i64 = 1_764_000_000_000; // a whole minute
+    const IDLE_MS: i64 = 10_000;
+
+    /// A JSON stream with its event time `ts` and a second, nullable time `at`.
+    async fn engine_with(query: &str) -> Engine {
+        let format = Format::new(
+            FormatKind::Json,
+            vec![
+                ("sensor".into(), ColumnType::String),
+                ("ts".into(), ColumnType::Timestamp),
+                ("at".into(), ColumnType::Timestamp),
+                ("value".into(), ColumnType::Double),
+            ],
+            None,
+        )
+        .expect("format");
+        let mut e = Engine::new();
+        e.add_stream(StreamDecl {
+            name: "s".into(),
+            format,
+            watermark_delay_ms: 0,
+            idle_timeout_ms: IDLE_MS,
+            latest_key: vec![],
+            latest_rows: 10,
+        })
+        .expect("stream");
+        e.add_partition("s", 0, 0).expect("partition 0");
+        e.add_partition("s", 1, 0).expect("partition 1");
+        if !query.is_empty() {
+            e.create_query(
+                QueryDecl {
+                    name: "q".into(),
+                    sql: query.into(),
+                    allowed_lateness_ms: 0,
+                    live_rows: 100,
+                },
+                0,
+            )
+            .await
+            .expect("query");
+        }
+        e
+    }
+
+    /// Rows `(sensor, ts, at)` as one batch of the stream, and its largest event time.
+    fn batch(rows: &[(&str, i64, Option<i64>)]) -> (RecordBatch, Option<i64>) {
+        let mut e = engine_format();
+        for (sensor, ts, at) in rows {
+            let at = at.map_or("null".to_string(), |a| a.to_string());
+            let json = format!(r#"{{"sensor":"{sensor}","ts":{ts},"at":{at},"value":1}}"#);
+            e.push(&RawRecord {
+                payload: Some(json.as_bytes()),
+                ..Default::default()
+            })
+            .expect("decodes");
+        }
+        let max = e.max_event_time();
+        (e.finish().expect("finish").expect("rows"), max)
+    }
+
+    fn engine_format() -> BatchDecoder {
+        BatchDecoder::new(
+            Format::new(
+                FormatKind::Json,
+                vec![
+                    ("sensor".into(), ColumnType::String),
+                    ("ts".into(), ColumnType::Timestamp),
+                    ("at".into(), ColumnType::Timestamp),
+                    ("value".into(), ColumnType::Double),
+                ],
+                None,
+            )
+            .expect("format"),
+        )
+    }
+
+    fn counts(outputs: &[QueryOutput]) -> Vec<(String, i64)> {
+        let mut out = Vec::new();
+        for o in outputs {
+            for b in &o.rows {
+                let sensors = b.column(0).as_string::<i32>();
+                let n = cast(b.column(2), &DataType::Int64).expect("count as int");
+                let n = n.as_primitive::<Int64Type>();
+                for i in 0..b.num_rows() {
+                    out.push((sensors.value(i).to_string(), n.value(i)));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    #[tokio::test]
+    async fn rows_whose_window_time_is_null_become_dead_letters() {
+        let mut e = engine_with(
+            "SELECT sensor, tumble(at, INTERVAL '1 minute') AS minute, count(*) AS n \
+             FROM s GROUP BY sensor, tumble(at, INTERVAL '1 minute')",
+        )
+        .await;
+        let rows = [
+            ("a", T0 + 1_000, Some(T0 + 1_000)),
+            ("b", T0 + 2_000, None),
+            ("a", T0 + 3_000, Some(T0 + 3_000)),
+            ("c", T0 + 4_000, None),
+        ];
+        let (b, max) = batch(&rows);
+        let out = e.process("s", 0, b, max, 1).await.expect("process");
+        let dead: Vec<&DeadLetter> = out.iter().flat_map(|o| &o.dead).collect();
+        // The rows with a NULL `at`, one letter each, named by the query.
+        assert_eq!(dead.len(), 2);
+        for (letter, sensor) in dead.iter().zip(["b", "c"]) {
+            assert_eq!(letter.reason, DeadReason::NullEventTime);
+            assert_eq!((letter.partition, letter.offset), (0, -1));
+            assert!(letter.detail.contains("`q`"), "{}", letter.detail);
+            let row: serde_json::Value =
+                serde_json::from_slice(&letter.payload).expect("the row as JSON");
+            assert_eq!(row["sensor"], sensor, "{row}");
+        }
+        // The others are aggregated: close the window with both partitions' watermarks.
+        let (b, max) = batch(&[("z", T0 + 120_000, Some(T0 + 120_000))]);
+        let mut out = e.process("s", 0, b, max, 2).await.expect("process");
+        let (b, max) = batch(&[("z", T0 + 120_000, Some(T0 + 120_000))]);
+        out.extend(e.process("s", 1, b, max, 3).await.expect("process"));
+        assert_eq!(counts(&out), vec![("a".to_string(), 2)]);
+        assert!(out.iter().all(|o| o.dead.is_empty()));
+    }
+
+    #[tokio::test]
+    async fn a_partition_with_a_backlog_holds_queries_created_before_and_after() {
+        let sql = "SELECT sensor, tumble(ts, INTERVAL '1 minute') AS minute, count(*) AS n \
+                   FROM s GROUP BY sensor, tumble(ts, INTERVAL '1 minute')";
+        let mut e = engine_with(sql).await;
+        e.set_backlog("s", 0, false, 0).expect("partition 0");
+        e.set_backlog("s", 1, true, 0).expect("partition 1");
+        assert!(e.set_backlog("nope", 1, true, 0).is_err());
+        e.create_query(
+            QueryDecl {
+                name: "later".into(),
+                sql: sql.into(),
+                allowed_lateness_ms: 0,
+                live_rows: 100,
+            },
+            0,
+        )
+        .await
+        .expect("query");
+        let (b, max) = batch(&[("a", T0 + 300_000, Some(T0))]);
+        e.process("s", 0, b, max, 1).await.expect("process");
+        let (b, max) = batch(&[("b", T0 + 1_000, Some(T0))]);
+        e.process("s", 1, b, max, 1).await.expect("process");
+        // Nothing arrives for far longer than the idle timeout: partition 1 still
+        // has records in Kafka, so its minute stays open.
+        assert!(e.tick(1 + 100 * IDLE_MS).expect("tick").is_empty());
+        for q in e.queries() {
+            assert_eq!(q.watermark, Some(T0 + 1_000), "query {}", q.name);
+        }
+        // It catches up; once it has been quiet for the idle timeout, the minute closes.
+        e.set_backlog("s", 1, false, 2 + 100 * IDLE_MS)
+            .expect("caught up");
+        assert!(e.tick(1 + 101 * IDLE_MS).expect("tick").is_empty());
+        let out = e.tick(2 + 101 * IDLE_MS).expect("tick");
+        assert_eq!(out.len(), 2, "both queries emit");
+        // The watermark is now partition 0's: b's minute closes, a's (5 minutes on) not.
+        let b1 = ("b".to_string(), 1);
+        assert_eq!(counts(&out), vec![b1.clone(), b1]);
+    }
 }

@@ -27,6 +27,10 @@ pub struct Output {
     /// Late rows, as the pre-aggregation projection saw them (keys, event time,
     /// aggregate arguments), in [`QueryRuntime::late_schema`].
     pub late: Vec<RecordBatch>,
+    /// Rows whose window time is NULL (the time expression of `tumble`/`hop`/`session`
+    /// gave no time, so no window can hold them), in [`QueryRuntime::late_schema`]:
+    /// for the caller to dead-letter, never dropped.
+    pub untimed: Vec<RecordBatch>,
 }
 
 /// Counters of a query.
@@ -135,6 +139,12 @@ impl QueryRuntime {
         self.watermarks.add_partition(partition, now_ms);
     }
 
+    /// The source's word on a partition: `true` when records exist past what it has
+    /// handed over (the partition is never idle then), `false` when it is caught up.
+    pub fn set_backlog(&mut self, partition: i32, backlog: bool, now_ms: i64) {
+        self.watermarks.set_backlog(partition, backlog, now_ms);
+    }
+
     /// Processes one batch of a partition of the stream.
     pub async fn process(
         &mut self,
@@ -185,6 +195,13 @@ impl QueryRuntime {
                     .entry(slot)
                     .or_insert_with(|| PartitionWindows::new(w.spec, w.kinds.clone(), lateness));
                 for b in produced {
+                    let (b, untimed) = split_untimed(b, w.n_keys)?;
+                    if let Some(u) = untimed {
+                        out.untimed.push(RecordBatch::try_new(
+                            w.late_schema.clone(),
+                            u.columns().to_vec(),
+                        )?);
+                    }
                     let late = fold(part, w, self.converter.as_ref(), &b, wm)?;
                     if !late.is_empty() {
                         self.stats.late_rows += late.len() as u64;
@@ -238,7 +255,23 @@ impl QueryRuntime {
     }
 }
 
-/// Folds one pre-projected batch into a partition's windows; returns late row indexes.
+/// Splits a pre-projected batch into the rows with a window time and those without
+/// (`None` when every row has one).
+fn split_untimed(b: RecordBatch, n_keys: usize) -> Result<(RecordBatch, Option<RecordBatch>)> {
+    let ts = b.column(n_keys);
+    if ts.null_count() == 0 {
+        return Ok((b, None));
+    }
+    let timed = BooleanArray::from_iter((0..ts.len()).map(|i| Some(ts.is_valid(i))));
+    let untimed = BooleanArray::from_iter((0..ts.len()).map(|i| Some(ts.is_null(i))));
+    Ok((
+        filter_record_batch(&b, &timed)?,
+        Some(filter_record_batch(&b, &untimed)?),
+    ))
+}
+
+/// Folds one pre-projected batch, every row of which has a window time, into a
+/// partition's windows; returns late row indexes.
 fn fold(
     part: &mut PartitionWindows,
     w: &WindowedPlan,
@@ -254,10 +287,9 @@ fn fold(
         .column(w.n_keys)
         .as_primitive::<TimestampMillisecondType>();
     if ts_col.null_count() > 0 {
-        // Rows without an event time cannot be placed in a window: drop them here.
-        let keep = BooleanArray::from_iter(ts_col.iter().map(|v| Some(v.is_some())));
-        let b = filter_record_batch(b, &keep)?;
-        return fold(part, w, converter, &b, wm);
+        return Err(Error::Sql(
+            "internal: rows without a window time reached the window operator".into(),
+        ));
     }
     let ts = ts_col.values();
     let args: Vec<Option<&Float64Array>> = w
