@@ -5,17 +5,46 @@
 //! by its checkpoints, not by the broker. Each partition has its own decoder, and a
 //! partition's batch is closed when it reaches `batch_size` rows or when its first row
 //! has waited `linger`, whichever comes first.
+//!
+//! Records are decoded against the wall clock (a stream's `max_future` bounds event
+//! times by it); the clock is read here, in the shell, and passed to the decoder.
+//!
+//! ## Backlogs
+//!
+//! Every [`PROGRESS_INTERVAL`] the source says, per partition, whether records exist
+//! past what it has handed over ([`SourceEvent::Backlog`]), so that a partition is
+//! idle only when it is caught up, never merely because no batch came lately (the
+//! watermark's invariants are in `edgeflow_stream::watermark`). It compares:
+//! - the read position: the consumer's position (the offset after the last record it
+//!   returned; librdkafka moves it past transaction markers too), or before any
+//!   record, the start offset (`At`), the log start offset (`Beginning`), or the end
+//!   first seen (`End`);
+//! - the partition's end: the last stable offset (the high watermark under
+//!   `isolation.level = read_uncommitted`), which librdkafka learns with every fetch
+//!   response and reports in its statistics (`statistics.interval.ms`, set by the
+//!   source to [`PROGRESS_INTERVAL`]).
+//!
+//! A partition has a backlog while its read position is behind its end, while rows it
+//! read wait in an open batch, and while its end is not known (a partition whose leader
+//! never answers holds the watermark rather than letting its data become late; an end
+//! older than the read position is not known either). It is caught up when its read
+//! position is its end; since that is reported only once the open batch was sent, a
+//! partition's batches always reach the processor before its "caught up". A change is
+//! reported when the source sees it, so an end learned late (up to one interval of
+//! statistics and one fetch) delays idleness or a backlog by that much.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use datafusion::arrow::array::RecordBatch;
 use edgeflow_edge::wire;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::message::{Headers, Message};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -41,6 +70,9 @@ pub struct Assignment {
     pub partition: i32,
     pub start: StartOffset,
     pub format: Format,
+    /// Records whose event time is further than this ahead of the wall clock are dead
+    /// letters (`None`: no bound).
+    pub max_future: Option<Duration>,
 }
 
 /// Consumer settings.
@@ -87,7 +119,19 @@ pub enum SourceEvent {
     Batch(PartitionBatch),
     /// A record that did not decode.
     DeadLetter { topic: String, letter: DeadLetter },
+    /// Whether records exist past what the source has handed over for this partition
+    /// (`true`: a backlog) or it is caught up (`false`). Sent when it changes; a
+    /// partition's batches are sent before the "caught up" that follows them.
+    Backlog {
+        topic: String,
+        partition: i32,
+        backlog: bool,
+    },
 }
+
+/// How often the source reports partitions' backlogs (and asks librdkafka for the
+/// statistics that carry the partitions' ends).
+pub const PROGRESS_INTERVAL: Duration = Duration::from_millis(500);
 
 struct PartitionState {
     topic: String,
@@ -96,11 +140,147 @@ struct PartitionState {
     /// When the open batch got its first row.
     opened: Option<Instant>,
     next_offset: i64,
+    /// Where reading started (`End` is replaced by the end first seen).
+    start: StartOffset,
+    /// The offset after the last record read, once one was.
+    read_to: Option<i64>,
+    /// The backlog last reported.
+    reported: Option<bool>,
+}
+
+/// A topic's name and a partition number.
+pub type TopicPartition = (String, i32);
+
+/// The offsets that bound what a consumer can read from a partition.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PartitionEnds {
+    /// The log start offset (the oldest retained record).
+    pub start: Option<i64>,
+    /// The offset after the last readable record: the last stable offset, or the high
+    /// watermark when reading uncommitted records.
+    pub end: Option<i64>,
+}
+
+/// The consumer's context: keeps the partitions' ends from librdkafka's statistics.
+struct ProgressContext {
+    read_committed: bool,
+    ends: Mutex<HashMap<TopicPartition, PartitionEnds>>,
+}
+
+impl ClientContext for ProgressContext {
+    fn stats_raw(&self, statistics: &[u8]) {
+        match partition_ends(statistics, self.read_committed) {
+            Ok(found) => self
+                .ends
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend(found),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read librdkafka's statistics; partitions' backlogs stay unknown")
+            }
+        }
+    }
+}
+
+impl ConsumerContext for ProgressContext {}
+
+/// The parts of librdkafka's statistics JSON that say where partitions end.
+#[derive(Deserialize)]
+struct Stats {
+    #[serde(default)]
+    topics: HashMap<String, TopicStats>,
+}
+
+#[derive(Deserialize)]
+struct TopicStats {
+    #[serde(default)]
+    partitions: HashMap<String, PartitionStats>,
+}
+
+#[derive(Deserialize)]
+struct PartitionStats {
+    partition: i32,
+    #[serde(default = "invalid_offset")]
+    lo_offset: i64,
+    #[serde(default = "invalid_offset")]
+    hi_offset: i64,
+    #[serde(default = "invalid_offset")]
+    ls_offset: i64,
+}
+
+fn invalid_offset() -> i64 {
+    -1
+}
+
+/// The ends of every partition in one librdkafka statistics report (the internal
+/// partition -1 left out; offsets librdkafka does not know yet are `None`).
+pub fn partition_ends(
+    statistics: &[u8],
+    read_committed: bool,
+) -> Result<Vec<(TopicPartition, PartitionEnds)>, serde_json::Error> {
+    let stats: Stats = serde_json::from_slice(statistics)?;
+    let known = |o: i64| (o >= 0).then_some(o);
+    let mut out = Vec::new();
+    for (topic, t) in stats.topics {
+        for p in t.partitions.into_values().filter(|p| p.partition >= 0) {
+            let end = if read_committed {
+                p.ls_offset
+            } else {
+                p.hi_offset
+            };
+            out.push((
+                (topic.clone(), p.partition),
+                PartitionEnds {
+                    start: known(p.lo_offset),
+                    end: known(end),
+                },
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// Where a partition has been read up to: the offset after the last record read
+/// (`consumed`), else where reading starts (an offset outside the log starts at the
+/// log start, as `auto.offset.reset = earliest` does).
+pub fn read_position(
+    consumed: Option<i64>,
+    start: StartOffset,
+    ends: PartitionEnds,
+) -> Option<i64> {
+    match (consumed, start) {
+        (Some(c), _) => Some(c),
+        (None, StartOffset::At(o)) => match (ends.start, ends.end) {
+            (Some(lo), Some(end)) if o < lo || o > end => Some(lo),
+            (Some(lo), _) => Some(o.max(lo)),
+            (None, _) => Some(o),
+        },
+        (None, StartOffset::Beginning) => ends.start,
+        (None, StartOffset::End) => None,
+    }
+}
+
+/// Whether records exist past what the source has handed over: rows in the open
+/// batch, a read position behind the end, or not knowing (no position, no end, or an
+/// end older than what was read: the statistics have not caught up with the reads).
+pub fn has_backlog(read: Option<i64>, end: Option<i64>, open_rows: usize) -> bool {
+    open_rows > 0
+        || match (read, end) {
+            (Some(r), Some(e)) => r != e,
+            _ => true,
+        }
+}
+
+/// Wall-clock time in ms.
+fn wall_clock_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// A Kafka consumer over a fixed set of assigned partitions.
 pub struct KafkaSource {
-    consumer: StreamConsumer,
+    consumer: StreamConsumer<ProgressContext>,
     parts: Vec<PartitionState>,
     index: HashMap<(String, i32), usize>,
     batch_size: usize,
@@ -124,7 +304,26 @@ impl KafkaSource {
         for (k, v) in &opts.properties {
             config.set(k, v);
         }
-        let consumer: StreamConsumer = config.create()?;
+        // The partitions' ends come with the statistics: the source needs them.
+        let interval = PROGRESS_INTERVAL.as_millis().to_string();
+        if let Some(v) = opts
+            .properties
+            .get("statistics.interval.ms")
+            .filter(|v| **v != interval)
+        {
+            tracing::warn!(
+                "kafka property statistics.interval.ms = {v} is replaced by {interval} for the source: it learns partitions' backlogs from the statistics"
+            );
+        }
+        config.set("statistics.interval.ms", &interval);
+        let context = ProgressContext {
+            read_committed: opts
+                .properties
+                .get("isolation.level")
+                .is_none_or(|v| v != "read_uncommitted"),
+            ends: Mutex::new(HashMap::new()),
+        };
+        let consumer: StreamConsumer<ProgressContext> = config.create_with_context(context)?;
         let mut tpl = TopicPartitionList::new();
         let mut parts = Vec::new();
         let mut index = HashMap::new();
@@ -144,15 +343,21 @@ impl KafkaSource {
                     a.topic, a.partition
                 )));
             }
+            let max_future = a
+                .max_future
+                .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
             parts.push(PartitionState {
                 topic: a.topic,
                 partition: a.partition,
-                decoder: BatchDecoder::new(a.format),
+                decoder: BatchDecoder::new(a.format).with_max_future(max_future),
                 opened: None,
                 next_offset: match a.start {
                     StartOffset::At(o) => o,
                     _ => -1,
                 },
+                start: a.start,
+                read_to: None,
+                reported: None,
             });
         }
         consumer.assign(&tpl)?;
@@ -173,6 +378,8 @@ impl KafkaSource {
         shutdown: impl Future<Output = ()>,
     ) -> Result<()> {
         tokio::pin!(shutdown);
+        let mut progress = tokio::time::interval(PROGRESS_INTERVAL);
+        progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let deadline = self
                 .parts
@@ -188,6 +395,11 @@ impl KafkaSource {
             };
             tokio::select! {
                 _ = &mut shutdown => break,
+                _ = progress.tick() => {
+                    if !self.report_backlogs(&tx).await {
+                        return Ok(());
+                    }
+                }
                 _ = linger => {
                     let now = Instant::now();
                     for i in 0..self.parts.len() {
@@ -230,7 +442,8 @@ impl KafkaSource {
                     };
                     let p = &mut self.parts[i];
                     p.next_offset = msg.offset() + 1;
-                    match p.decoder.push(&raw) {
+                    p.read_to = Some(msg.offset() + 1);
+                    match p.decoder.push_at(&raw, wall_clock_ms()) {
                         Ok(()) => {
                             p.opened.get_or_insert_with(Instant::now);
                         }
@@ -255,6 +468,57 @@ impl KafkaSource {
         Ok(())
     }
 
+    /// Reports every partition whose backlog changed; false when the receiver is gone.
+    async fn report_backlogs(&mut self, tx: &mpsc::Sender<SourceEvent>) -> bool {
+        let ends = self
+            .consumer
+            .context()
+            .ends
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let positions = match self.consumer.position() {
+            Ok(tpl) => tpl,
+            Err(e) => {
+                tracing::debug!(error = %e, "no consumer positions; using the offsets read");
+                TopicPartitionList::new()
+            }
+        };
+        for p in &mut self.parts {
+            let e = ends
+                .get(&(p.topic.clone(), p.partition))
+                .copied()
+                .unwrap_or_default();
+            if let (StartOffset::End, Some(end), None) = (p.start, e.end, p.read_to) {
+                // Reading started at the end: the end first seen is where it started.
+                p.start = StartOffset::At(end);
+            }
+            let position = positions
+                .find_partition(&p.topic, p.partition)
+                .and_then(|t| match t.offset() {
+                    Offset::Offset(o) => Some(o),
+                    _ => None,
+                });
+            let consumed = match (position, p.read_to) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            };
+            let backlog = has_backlog(read_position(consumed, p.start, e), e.end, p.decoder.len());
+            if p.reported != Some(backlog) {
+                p.reported = Some(backlog);
+                let ev = SourceEvent::Backlog {
+                    topic: p.topic.clone(),
+                    partition: p.partition,
+                    backlog,
+                };
+                if tx.send(ev).await.is_err() {
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
     /// Sends partition `i`'s open batch; false when the receiver is gone.
     async fn flush(&mut self, i: usize, tx: &mpsc::Sender<SourceEvent>) -> bool {
         let p = &mut self.parts[i];
@@ -277,5 +541,117 @@ impl KafkaSource {
             max_event_time,
         });
         tx.send(ev).await.is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A statistics report shaped as librdkafka writes it (fields trimmed): topic
+    /// `t` with partition 0 fetched (an open transaction: last stable offset 110,
+    /// high watermark 120), partition 1 not fetched yet, and the internal partition -1.
+    const STATS: &str = r#"{
+        "name": "rdkafka#consumer-1", "type": "consumer", "ts": 1, "brokers": {},
+        "topics": {"t": {"topic": "t", "partitions": {
+            "0": {"partition": 0, "fetch_state": "active", "lo_offset": 5,
+                  "hi_offset": 120, "ls_offset": 110, "app_offset": 100,
+                  "next_offset": 120, "consumer_lag": -1},
+            "1": {"partition": 1, "fetch_state": "none", "lo_offset": -1001,
+                  "hi_offset": -1001, "ls_offset": -1001},
+            "-1": {"partition": -1, "lo_offset": -1001, "hi_offset": -1001,
+                   "ls_offset": -1001}
+        }}}
+    }"#;
+
+    fn ends(read_committed: bool) -> BTreeMap<(String, i32), PartitionEnds> {
+        partition_ends(STATS.as_bytes(), read_committed)
+            .expect("parses")
+            .into_iter()
+            .collect()
+    }
+
+    #[test]
+    fn statistics_give_each_partitions_end() {
+        let committed = ends(true);
+        assert_eq!(committed.len(), 2, "the internal partition is left out");
+        let p0 = committed[&("t".to_string(), 0)];
+        assert_eq!(
+            p0,
+            PartitionEnds {
+                start: Some(5),
+                end: Some(110)
+            },
+            "read_committed ends at the last stable offset"
+        );
+        assert_eq!(
+            committed[&("t".to_string(), 1)],
+            PartitionEnds::default(),
+            "not fetched yet: unknown"
+        );
+        assert_eq!(ends(false)[&("t".to_string(), 0)].end, Some(120));
+        assert!(partition_ends(b"not json", true).is_err());
+    }
+
+    #[test]
+    fn a_partition_is_caught_up_only_when_known_to_be() {
+        let e = PartitionEnds {
+            start: Some(5),
+            end: Some(110),
+        };
+        // Read up to the end, nothing in the open batch.
+        assert!(!has_backlog(
+            read_position(Some(110), StartOffset::Beginning, e),
+            e.end,
+            0
+        ));
+        // Behind the end, or rows still in the open batch.
+        assert!(has_backlog(
+            read_position(Some(100), StartOffset::Beginning, e),
+            e.end,
+            0
+        ));
+        assert!(has_backlog(
+            read_position(Some(110), StartOffset::Beginning, e),
+            e.end,
+            3
+        ));
+        // Nothing read yet: from the beginning there is data; from a checkpoint at the
+        // end there is none; an offset before the log start reads from the log start.
+        assert!(has_backlog(
+            read_position(None, StartOffset::Beginning, e),
+            e.end,
+            0
+        ));
+        assert!(!has_backlog(
+            read_position(None, StartOffset::At(110), e),
+            e.end,
+            0
+        ));
+        assert_eq!(read_position(None, StartOffset::At(2), e), Some(5));
+        assert_eq!(read_position(None, StartOffset::At(500), e), Some(5));
+        // Read past the end the statistics last gave: that end is stale, so unknown.
+        assert!(has_backlog(Some(115), e.end, 0));
+        let empty = PartitionEnds {
+            start: Some(7),
+            end: Some(7),
+        };
+        assert!(!has_backlog(
+            read_position(None, StartOffset::Beginning, empty),
+            empty.end,
+            0
+        ));
+        // Unknown end or unknown position: not known to be caught up.
+        assert!(has_backlog(Some(110), None, 0));
+        assert!(has_backlog(
+            read_position(None, StartOffset::End, e),
+            e.end,
+            0
+        ));
+        assert!(has_backlog(
+            read_position(None, StartOffset::Beginning, PartitionEnds::default()),
+            None,
+            0
+        ));
     }
 }

@@ -141,9 +141,14 @@ pub struct StreamConfig {
     /// How far the watermark trails the largest event time.
     #[serde(default = "default_delay")]
     pub watermark_delay: HumanDuration,
-    /// A partition without data this long stops holding the watermark back.
+    /// A partition caught up (nothing in Kafka past what was read) and without data
+    /// this long stops holding the watermark back; one with a backlog never does.
     #[serde(default = "default_idle")]
     pub idle_timeout: HumanDuration,
+    /// Records whose event time is further than this ahead of the processor's clock
+    /// are dead-lettered (`future_event_time`) instead of moving the watermark.
+    #[serde(default = "default_max_future")]
+    pub max_future: HumanDuration,
     /// Key columns of the `<name>_latest` table (empty: no such table).
     #[serde(default)]
     pub latest_key: Vec<String>,
@@ -160,6 +165,9 @@ fn default_delay() -> HumanDuration {
 }
 fn default_idle() -> HumanDuration {
     HumanDuration(std::time::Duration::from_secs(30))
+}
+fn default_max_future() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(3600))
 }
 fn default_latest_rows() -> usize {
     1_000_000
@@ -339,6 +347,11 @@ impl ProcessorConfig {
                     s.start
                 ));
             }
+            if s.max_future.as_millis_i64() <= 0 {
+                problems.push(format!(
+                    "streams[{i}].max_future: must be positive (e.g. \"1h\"): a gateway clock a moment ahead would dead-letter its records"
+                ));
+            }
             if s.partitions.iter().any(|p| *p < 0) {
                 problems.push(format!(
                     "streams[{i}].partitions: partitions are numbered from 0"
@@ -420,6 +433,18 @@ mod tests {
         c.validate().unwrap();
         assert_eq!(c.ingest.batch_size, 8192);
         assert_eq!(c.streams[0].watermark_delay.as_millis_i64(), 5_000);
+        assert_eq!(c.streams[0].max_future.as_millis_i64(), 3_600_000);
+    }
+
+    #[test]
+    fn max_future_takes_a_duration_and_must_be_positive() {
+        let c = ProcessorConfig::parse(&format!("{MINIMAL}max_future = \"10m\"\n")).unwrap();
+        assert_eq!(c.streams[0].max_future.as_millis_i64(), 600_000);
+        let c = ProcessorConfig::parse(&format!("{MINIMAL}max_future = \"0s\"\n")).unwrap();
+        let e = format!("{:#}", c.validate().unwrap_err());
+        assert!(e.contains("streams[0].max_future"), "{e}");
+        let e = ProcessorConfig::parse(&format!("{MINIMAL}max_future = \"soon\"\n")).unwrap_err();
+        assert!(format!("{e:#}").contains("max_future"), "{e:#}");
     }
 
     #[test]

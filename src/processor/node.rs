@@ -4,7 +4,9 @@
 //! (under a lock, so control statements can reach it) folds them in, and the rows it
 //! emits go to the query's sinks. A sink that fails is retried with backoff: the
 //! pipeline waits rather than dropping rows. Every second the engine is ticked so idle
-//! partitions release their watermark, and sinks hear the new watermarks.
+//! partitions release their watermark, and sinks hear the new watermarks; the source's
+//! backlog reports decide which partitions may go idle (only caught-up ones). Rows a
+//! query cannot place (NULL window time) are dead-lettered like undecodable records.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -161,6 +163,7 @@ impl Node {
                         StartOffset::Beginning
                     },
                     format: format.clone(),
+                    max_future: Some(s.max_future.0),
                 });
             }
             topics.insert(s.topic.clone(), s.name.clone());
@@ -420,12 +423,17 @@ impl Node {
         max_event_time: Option<i64>,
     ) -> Result<()> {
         let now = now_ms();
-        let out = self
+        let mut out = self
             .engine
             .lock()
             .await
             .process(stream, partition, batch, max_event_time, now)
             .await?;
+        for letter in take_dead(&mut out) {
+            // No dead-letter topic without the Kafka loop: counted and logged.
+            self.metrics.observe_dead_letter(letter.reason);
+            tracing::warn!(reason = %letter.reason, detail = %letter.detail, "dead letter");
+        }
         self.deliver(out, now).await;
         Ok(())
     }
@@ -542,8 +550,21 @@ pub async fn run(
                             .process(&stream, b.partition, b.batch, b.max_event_time, now)
                             .await;
                         match out {
-                            Ok(out) => node.deliver(out, now).await,
+                            Ok(mut out) => {
+                                for letter in take_dead(&mut out) {
+                                    node.metrics.observe_dead_letter(letter.reason);
+                                    dead_letter(&dlq, &cfg.ingest.dead_letter_topic, &b.topic, &letter).await;
+                                }
+                                node.deliver(out, now).await
+                            }
                             Err(e) => tracing::error!(stream = %stream, error = %e, "processing a batch failed"),
+                        }
+                    }
+                    SourceEvent::Backlog { topic, partition, backlog } => {
+                        let Some(stream) = node.topics.get(&topic) else { continue };
+                        let r = node.engine.lock().await.set_backlog(stream, partition, backlog, now_ms());
+                        if let Err(e) = r {
+                            tracing::error!(stream = %stream, error = %e, "cannot record a partition's backlog");
                         }
                     }
                     SourceEvent::DeadLetter { topic, letter } => {
@@ -686,6 +707,14 @@ impl TableProvider for QueriesTable {
             .scan(state, projection, filters, limit)
             .await
     }
+}
+
+/// Takes the dead letters out of query outputs (rows a query could not place).
+fn take_dead(outputs: &mut [QueryOutput]) -> Vec<DeadLetter> {
+    outputs
+        .iter_mut()
+        .flat_map(|o| std::mem::take(&mut o.dead))
+        .collect()
 }
 
 /// Counts of dead letters by reason.
