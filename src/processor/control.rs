@@ -10,6 +10,13 @@
 //! `SELECT * FROM edgeflow_queries` lists the running queries. Anything else is a pull
 //! query.
 
+use datafusion::sql::sqlparser::ast::{
+    CreateTableOptions, CreateView, Expr, Ident, ObjectName, ObjectType, SqlOption, Statement,
+    Value,
+};
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+
 /// A control statement.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Control {
@@ -24,114 +31,134 @@ pub enum Control {
     },
 }
 
-/// Splits leading words off `s` (case-insensitive match of `words`); returns the rest.
-fn strip_words<'a>(s: &'a str, words: &[&str]) -> Option<&'a str> {
-    let mut rest = s.trim_start();
-    for w in words {
-        let end = rest
-            .find(|c: char| c.is_whitespace() || c == '(')
-            .unwrap_or(rest.len());
-        if !rest[..end].eq_ignore_ascii_case(w) {
-            return None;
-        }
-        rest = rest[end..].trim_start();
-    }
-    Some(rest)
+/// Whether `sql` starts with `CREATE MATERIALIZED VIEW` or `DROP MATERIALIZED VIEW`
+/// (so that a statement that does not parse is reported as a control statement).
+fn looks_like_control(sql: &str) -> bool {
+    let words: Vec<String> = sql
+        .split_whitespace()
+        .take(3)
+        .map(str::to_ascii_uppercase)
+        .collect();
+    matches!(
+        words.iter().map(String::as_str).collect::<Vec<_>>()[..],
+        ["CREATE" | "DROP", "MATERIALIZED", "VIEW"]
+    )
 }
 
-fn ident(s: &str) -> Result<(String, &str), String> {
-    let s = s.trim_start();
-    if let Some(inner) = s.strip_prefix('"') {
-        let end = inner.find('"').ok_or("unterminated quoted name")?;
-        return Ok((inner[..end].to_string(), &inner[end + 1..]));
+/// A view's name: one identifier, lower-cased unless quoted (as SQL names are).
+fn name_of(kind: &str, name: &ObjectName) -> Result<String, String> {
+    match &name.0[..] {
+        [part] => match part.as_ident() {
+            Some(Ident {
+                value,
+                quote_style: None,
+                ..
+            }) => Ok(value.to_ascii_lowercase()),
+            Some(ident) => Ok(ident.value.clone()),
+            None => Err(format!("{kind}: `{name}` is not a name")),
+        },
+        _ => Err(format!(
+            "{kind}: `{name}` has a schema; continuous queries have plain names"
+        )),
     }
-    let end = s
-        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-        .unwrap_or(s.len());
-    if end == 0 {
-        return Err("expected a name".into());
-    }
-    Ok((s[..end].to_ascii_lowercase(), &s[end..]))
 }
 
-/// The index of the `)` closing the options (quotes respected).
-fn close_paren(s: &str) -> Option<usize> {
-    let mut quoted = false;
-    for (i, c) in s.char_indices() {
-        match c {
-            '\'' => quoted = !quoted,
-            ')' if !quoted => return Some(i),
-            _ => {}
-        }
-    }
-    None
-}
-
-/// `a = 'x, y', b = 2` → [`a = 'x, y'`, `b = 2`] (commas inside quotes kept).
-fn split_options(s: &str) -> Vec<&str> {
-    let mut out = Vec::new();
-    let (mut quoted, mut start) = (false, 0);
-    for (i, c) in s.char_indices() {
-        match c {
-            '\'' => quoted = !quoted,
-            ',' if !quoted => {
-                out.push(&s[start..i]);
-                start = i + 1;
-            }
-            _ => {}
-        }
-    }
-    out.push(&s[start..]);
-    out.into_iter().filter(|kv| !kv.trim().is_empty()).collect()
-}
-
-/// Recognizes a control statement; `Ok(None)` for anything else.
-pub fn parse(sql: &str) -> Result<Option<Control>, String> {
-    let sql = sql.trim().trim_end_matches(';').trim();
-    if let Some(rest) = strip_words(sql, &["CREATE", "MATERIALIZED", "VIEW"]) {
-        let (name, mut rest) = ident(rest).map_err(|e| format!("CREATE MATERIALIZED VIEW: {e}"))?;
-        let mut options = Vec::new();
-        if let Some(r) = strip_words(rest, &["WITH"]) {
-            let r = r
-                .strip_prefix('(')
-                .ok_or("CREATE MATERIALIZED VIEW: expected ( after WITH")?;
-            let end =
-                close_paren(r).ok_or("CREATE MATERIALIZED VIEW: expected ) after the options")?;
-            for kv in split_options(&r[..end]) {
-                let (k, v) = kv.split_once('=').ok_or_else(|| {
-                    format!(
-                        "CREATE MATERIALIZED VIEW: option `{}` must be key = 'value'",
-                        kv.trim()
-                    )
-                })?;
-                let v = v.trim().trim_matches('\'').to_string();
-                options.push((k.trim().to_ascii_lowercase(), v));
-            }
-            rest = &r[end + 1..];
-        }
-        let select = strip_words(rest, &["AS"])
-            .ok_or("CREATE MATERIALIZED VIEW name [WITH (...)] AS SELECT ...: expected AS")?;
-        return Ok(Some(Control::Create {
-            name,
-            options,
-            sql: select.trim().to_string(),
-        }));
-    }
-    if let Some(rest) = strip_words(sql, &["DROP", "MATERIALIZED", "VIEW"]) {
-        let (if_exists, rest) = match strip_words(rest, &["IF", "EXISTS"]) {
-            Some(r) => (true, r),
-            None => (false, rest),
-        };
-        let (name, tail) = ident(rest).map_err(|e| format!("DROP MATERIALIZED VIEW: {e}"))?;
-        if !tail.trim().is_empty() {
+/// `key = 'value'` (or a number, or a bare word) as strings.
+fn option_of(o: &SqlOption) -> Result<(String, String), String> {
+    let SqlOption::KeyValue { key, value } = o else {
+        return Err(format!(
+            "CREATE MATERIALIZED VIEW: option `{o}` must be key = 'value'"
+        ));
+    };
+    let value = match value {
+        Expr::Value(v) => match &v.value {
+            Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) => s.clone(),
+            Value::Number(n, _) => n.to_string(),
+            other => other.to_string(),
+        },
+        Expr::Identifier(i) => i.value.clone(),
+        other => {
             return Err(format!(
-                "DROP MATERIALIZED VIEW {name}: unexpected `{}`",
-                tail.trim()
-            ));
+                "CREATE MATERIALIZED VIEW: option `{key}` = {other}: expected a quoted value"
+            ))
         }
-        return Ok(Some(Control::Drop { name, if_exists }));
+    };
+    Ok((key.value.to_ascii_lowercase(), value))
+}
+
+fn create(v: CreateView) -> Result<Control, String> {
+    const KIND: &str = "CREATE MATERIALIZED VIEW";
+    let unsupported = [
+        (v.or_replace || v.or_alter, "OR REPLACE (drop it first)"),
+        (v.if_not_exists, "IF NOT EXISTS"),
+        (
+            !v.columns.is_empty(),
+            "a column list (alias the columns in the SELECT)",
+        ),
+        (v.temporary, "TEMPORARY"),
+        (v.to.is_some(), "TO"),
+    ];
+    if let Some((_, what)) = unsupported.iter().find(|(found, _)| *found) {
+        return Err(format!("{KIND}: {what} is not supported"));
     }
-    Ok(None)
+    let name = name_of(KIND, &v.name)?;
+    let options = match &v.options {
+        CreateTableOptions::None => Vec::new(),
+        CreateTableOptions::With(opts) => opts.iter().map(option_of).collect::<Result<_, _>>()?,
+        other => {
+            return Err(format!(
+                "{KIND}: write the options as WITH (key = 'value', ...), not {other}"
+            ))
+        }
+    };
+    Ok(Control::Create {
+        name,
+        options,
+        sql: v.query.to_string(),
+    })
+}
+
+/// Recognizes a control statement; `Ok(None)` for anything else (a pull query, which
+/// the query engine parses and reports on).
+pub fn parse(sql: &str) -> Result<Option<Control>, String> {
+    let control = looks_like_control(sql.trim_start());
+    let statements = match Parser::parse_sql(&GenericDialect {}, sql) {
+        Ok(s) => s,
+        Err(e) if control => return Err(e.to_string()),
+        Err(_) => return Ok(None),
+    };
+    let [statement] = &statements[..] else {
+        return if control {
+            Err("send one statement at a time".into())
+        } else {
+            Ok(None)
+        };
+    };
+    match statement {
+        Statement::CreateView(v) if v.materialized => create(v.clone()).map(Some),
+        Statement::Drop {
+            object_type: ObjectType::MaterializedView,
+            if_exists,
+            names,
+            cascade,
+            ..
+        } => {
+            const KIND: &str = "DROP MATERIALIZED VIEW";
+            let [name] = &names[..] else {
+                return Err(format!("{KIND}: name one view at a time"));
+            };
+            if *cascade {
+                return Err(format!(
+                    "{KIND}: CASCADE is not supported (nothing depends on a view)"
+                ));
+            }
+            Ok(Some(Control::Drop {
+                name: name_of(KIND, name)?,
+                if_exists: *if_exists,
+            }))
+        }
+        _ => Ok(None),
+    }
 }
 
 #[cfg(test)]
@@ -152,6 +179,26 @@ mod tests {
                 sql: "SELECT 1".into()
             })
         );
+        // Quoted names keep their case; numbers and bare words are values too; the
+        // query is kept as the parser prints it.
+        assert_eq!(
+            parse("CREATE MATERIALIZED VIEW \"Hot\" WITH (live_rows = 10, sinks = pg) AS select  a  from   s").unwrap(),
+            Some(Control::Create {
+                name: "Hot".into(),
+                options: vec![
+                    ("live_rows".into(), "10".into()),
+                    ("sinks".into(), "pg".into())
+                ],
+                sql: "SELECT a FROM s".into()
+            })
+        );
+        // A `)` inside a quoted option does not end the options.
+        let Some(Control::Create { options, .. }) =
+            parse("CREATE MATERIALIZED VIEW x WITH (sinks = 'a)b') AS SELECT 1").unwrap()
+        else {
+            panic!("a create")
+        };
+        assert_eq!(options, vec![("sinks".into(), "a)b".into())]);
         assert_eq!(
             parse("DROP MATERIALIZED VIEW IF EXISTS hot").unwrap(),
             Some(Control::Drop {
@@ -162,6 +209,22 @@ mod tests {
         assert_eq!(parse("SELECT * FROM hot").unwrap(), None);
         assert!(parse("CREATE MATERIALIZED VIEW x SELECT 1")
             .unwrap_err()
-            .contains("expected AS"));
+            .contains("Expected: AS"));
+    }
+
+    #[test]
+    fn bad_control_statements_say_what_is_wrong_and_pull_queries_pass_through() {
+        let err = |sql: &str| parse(sql).expect_err(sql);
+        assert!(err("CREATE MATERIALIZED VIEW s.x AS SELECT 1").contains("has a schema"));
+        assert!(err("CREATE OR REPLACE MATERIALIZED VIEW x AS SELECT 1").contains("OR REPLACE"));
+        assert!(err("CREATE MATERIALIZED VIEW x (a) AS SELECT 1").contains("column list"));
+        assert!(err("DROP MATERIALIZED VIEW a, b").contains("one view at a time"));
+        assert!(err("DROP MATERIALIZED VIEW a; SELECT 1").contains("one statement"));
+        let e = err("create  materialized view x with (sinks 'pg') as select 1");
+        assert!(e.contains("Line: 1, Column"), "{e}");
+        // Not control statements: the query engine answers (and reports errors).
+        assert_eq!(parse("SELEC 1").unwrap(), None);
+        assert_eq!(parse("CREATE VIEW v AS SELECT 1").unwrap(), None);
+        assert_eq!(parse("DROP TABLE t").unwrap(), None);
     }
 }
