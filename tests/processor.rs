@@ -999,3 +999,165 @@ url = "{pg_url}"
     assert_eq!(p.stdout.trim(), "3", "{}", p.stderr);
     assert_eq!(late_demo_rows(&pg).await.expect("rows"), want);
 }
+
+/// One JSON reading `{"sensor", "ts", "value"}` per `(sensor, value)`, as a batch of the
+/// `readings` stream below, and its largest event time.
+fn json_readings(
+    format: &edgeflow_ingest::format::Format,
+    rows: &[(&str, f64)],
+) -> (datafusion::arrow::array::RecordBatch, Option<i64>) {
+    let mut d = edgeflow_ingest::decode::BatchDecoder::new(format.clone());
+    for (i, (sensor, value)) in rows.iter().enumerate() {
+        let json = format!(
+            r#"{{"sensor":"{sensor}","ts":{},"value":{value}}}"#,
+            T0 + i as i64
+        );
+        d.push(&edgeflow_ingest::decode::RawRecord {
+            payload: Some(json.as_bytes()),
+            ..Default::default()
+        })
+        .expect("decodes");
+    }
+    let max = d.max_event_time();
+    (d.finish().expect("closes").expect("rows"), max)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_and_rows_a_sink_cannot_take_stop_the_query_with_the_reason() {
+    use edgeflow::processor::node::Executed;
+    use edgeflow::processor::{Node, ProcessorConfig};
+
+    let pg = Postgres::start().await;
+    // Tables made beforehand that do not fit: no unique constraint on the identity,
+    // a column of another type, and one that refuses some values.
+    pg.client()
+        .await
+        .batch_execute(
+            "CREATE TABLE no_unique (sensor text, value double precision);
+             CREATE TABLE wrong_type (sensor text, value boolean, UNIQUE NULLS NOT DISTINCT (sensor, value));
+             CREATE TABLE refusing (sensor text, value double precision CHECK (value < 1000),
+                                    UNIQUE NULLS NOT DISTINCT (sensor, value));",
+        )
+        .await
+        .expect("tables");
+    let config = ProcessorConfig::parse(&format!(
+        r#"
+[kafka]
+brokers = "127.0.0.1:9"
+[server]
+pg_listen = ""
+http_listen = ""
+[[streams]]
+name = "readings"
+topic = "unused"
+format = "json"
+columns = {{ sensor = "string", ts = "timestamp", value = "double" }}
+event_time = "ts"
+partitions = [0]
+[sinks.pg]
+type = "postgres"
+url = "{url}"
+"#,
+        url = pg.url
+    ))
+    .expect("config");
+    let format = config.streams[0].format().expect("format");
+    let node = Node::build(config).await.expect("node");
+    let create = |name: &str| {
+        format!("CREATE MATERIALIZED VIEW {name} WITH (sinks = 'pg') AS SELECT sensor, value FROM readings")
+    };
+    let refused = |r: anyhow::Result<Executed>| match r {
+        Ok(_) => panic!("a table that does not fit was accepted"),
+        Err(e) => format!("{e:#}"),
+    };
+    let e = refused(node.execute(&create("no_unique")).await);
+    assert!(
+        e.contains("no unique constraint") && e.contains("ALTER TABLE \"no_unique\" ADD UNIQUE"),
+        "{e}"
+    );
+    let e = refused(node.execute(&create("wrong_type")).await);
+    assert!(e.contains("\"value\"") && e.contains("is bool"), "{e}");
+    for name in ["refusing", "fine"] {
+        node.execute(&create(name)).await.expect(name);
+    }
+
+    // 5000 breaks `refusing`'s CHECK: not a reason to retry, so that query stops with
+    // the server's words while `fine` (a table the sink made) goes on.
+    for rows in [&[("a", 1.0), ("b", 5000.0)][..], &[("c", 2.0)]] {
+        let (batch, max) = json_readings(&format, rows);
+        tokio::time::timeout(
+            Duration::from_secs(60),
+            node.process_batch("readings", 0, batch, max),
+        )
+        .await
+        .expect("a write that cannot succeed is not retried for ever")
+        .expect("processed");
+    }
+    let queries = node.queries().await;
+    let state = |name: &str| {
+        queries
+            .iter()
+            .find(|q| q.name == name)
+            .map(|q| q.error.clone())
+            .expect("listed")
+    };
+    let error = state("refusing").expect("refusing failed");
+    assert!(
+        error.contains("sink `pg`") && error.contains("check constraint"),
+        "{error}"
+    );
+    assert_eq!(state("fine"), None);
+    let rows = |table: &'static str| {
+        let pg = &pg;
+        async move {
+            let mut rows: Vec<(String, f64)> = pg
+                .client()
+                .await
+                .query(&format!("SELECT sensor, value FROM {table}"), &[])
+                .await
+                .expect("select")
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect();
+            rows.sort_by(|a, b| a.0.cmp(&b.0));
+            rows
+        }
+    };
+    let all = vec![
+        ("a".to_string(), 1.0),
+        ("b".to_string(), 5000.0),
+        ("c".to_string(), 2.0),
+    ];
+    assert_eq!(rows("fine").await, all);
+    assert_eq!(
+        rows("refusing").await,
+        vec![],
+        "the refused statement wrote nothing"
+    );
+
+    // Seen where users look: the queries table, and the metrics.
+    let Executed::Rows(b) = node
+        .execute("SELECT name, state, error FROM edgeflow_queries ORDER BY name")
+        .await
+        .expect("edgeflow_queries")
+    else {
+        panic!("rows expected")
+    };
+    let listed = datafusion::arrow::util::pretty::pretty_format_batches(&b)
+        .expect("prints")
+        .to_string();
+    assert!(
+        listed.contains("| fine     | running |")
+            && listed.contains("| refusing | failed  | sink `pg`"),
+        "{listed}"
+    );
+    let metrics = node.metrics_text().await;
+    assert!(
+        metrics
+            .contains("edgeflow_processor_query_failed{node=\"processor-1\",query=\"refusing\"} 1")
+            && metrics
+                .contains("edgeflow_processor_query_failed{node=\"processor-1\",query=\"fine\"} 0")
+            && metrics.contains("edgeflow_processor_query_failures_total{node=\"processor-1\"} 1"),
+        "{metrics}"
+    );
+}

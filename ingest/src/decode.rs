@@ -74,6 +74,11 @@ impl DeadReason {
         Self::NullEventTime,
     ];
 
+    /// The reason's position in [`DeadReason::ALL`] (for per-reason counters).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// The reason's name (metrics label, dead-letter header).
     pub fn as_str(self) -> &'static str {
         match self {

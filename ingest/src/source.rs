@@ -404,7 +404,7 @@ impl KafkaSource {
                     let now = Instant::now();
                     for i in 0..self.parts.len() {
                         if self.parts[i].opened.is_some_and(|t| t + self.linger <= now)
-                            && !self.flush(i, &tx).await
+                            && !self.flush(i, &tx).await?
                         {
                             return Ok(());
                         }
@@ -454,14 +454,14 @@ impl KafkaSource {
                             }
                         }
                     }
-                    if self.parts[i].decoder.len() >= self.batch_size && !self.flush(i, &tx).await {
+                    if self.parts[i].decoder.len() >= self.batch_size && !self.flush(i, &tx).await? {
                         return Ok(());
                     }
                 }
             }
         }
         for i in 0..self.parts.len() {
-            if !self.flush(i, &tx).await {
+            if !self.flush(i, &tx).await? {
                 break;
             }
         }
@@ -519,18 +519,23 @@ impl KafkaSource {
         true
     }
 
-    /// Sends partition `i`'s open batch; false when the receiver is gone.
-    async fn flush(&mut self, i: usize, tx: &mpsc::Sender<SourceEvent>) -> bool {
+    /// Sends partition `i`'s open batch; false when the receiver is gone. A batch
+    /// that cannot be closed stops the source with an error (its records are not
+    /// skipped: they are read again when the processor restarts).
+    async fn flush(&mut self, i: usize, tx: &mpsc::Sender<SourceEvent>) -> Result<bool> {
         let p = &mut self.parts[i];
         p.opened = None;
         let max_event_time = p.decoder.max_event_time();
         let batch = match p.decoder.finish() {
             Ok(Some(b)) => b,
-            Ok(None) => return true,
+            Ok(None) => return Ok(true),
             Err(e) => {
-                // The decoder builds columns of its own schema; a failure is a bug.
-                tracing::error!(error = %e, topic = %p.topic, partition = p.partition, "cannot close a batch");
-                return true;
+                return Err(Error::Batch {
+                    topic: p.topic.clone(),
+                    partition: p.partition,
+                    next_offset: p.next_offset,
+                    message: e.to_string(),
+                })
             }
         };
         let ev = SourceEvent::Batch(PartitionBatch {
@@ -540,7 +545,7 @@ impl KafkaSource {
             next_offset: p.next_offset,
             max_event_time,
         });
-        tx.send(ev).await.is_ok()
+        Ok(tx.send(ev).await.is_ok())
     }
 }
 

@@ -30,8 +30,12 @@ pub mod stdout;
 pub enum Error {
     #[error("invalid sink configuration: {0}")]
     Config(String),
-    #[error("PostgreSQL: {0}")]
-    Postgres(String),
+    /// A PostgreSQL failure; `code` is the server's SQLSTATE when the server answered.
+    #[error("PostgreSQL: {message}")]
+    Postgres {
+        message: String,
+        code: Option<String>,
+    },
     #[error("object storage: {0}")]
     ObjectStore(#[from] object_store::Error),
     #[error("Kafka: {0}")]
@@ -48,13 +52,111 @@ impl From<tokio_postgres::Error> for Error {
     fn from(e: tokio_postgres::Error) -> Self {
         // The server's message (with its detail) is what helps; the wrapper says little.
         match e.as_db_error() {
-            Some(db) => Error::Postgres(match db.detail() {
-                Some(d) => format!("{} ({d})", db.message()),
-                None => db.message().to_string(),
-            }),
-            None => Error::Postgres(e.to_string()),
+            Some(db) => Error::Postgres {
+                message: match db.detail() {
+                    Some(d) => format!("{} ({d})", db.message()),
+                    None => db.message().to_string(),
+                },
+                code: Some(db.code().code().to_string()),
+            },
+            // A value the client cannot convert to the column's type fails the same
+            // way every time: give it a code of its class (datatype mismatch).
+            None if std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<tokio_postgres::types::WrongType>()) =>
+            {
+                Error::Postgres {
+                    message: e.to_string(),
+                    code: Some("42804".into()),
+                }
+            }
+            None => Error::Postgres {
+                message: e.to_string(),
+                code: None,
+            },
         }
     }
+}
+
+impl Error {
+    /// A PostgreSQL error the server did not send (connecting, a closed connection).
+    pub(crate) fn postgres(message: String) -> Self {
+        Error::Postgres {
+            message,
+            code: None,
+        }
+    }
+
+    /// Whether writing again later may succeed: the failure was in reaching the
+    /// destination (network, a restarting server, a busy broker), not in what was
+    /// written. A write that failed for a reason that is not retryable (a table whose
+    /// columns do not fit the query, a record too large for the topic, no permission)
+    /// fails the same way every time: the caller stops the query with the error
+    /// instead of retrying for ever.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Postgres { code: None, .. } | Error::Io(_) => true,
+            Error::Postgres {
+                code: Some(code), ..
+            } => postgres_retryable(code),
+            Error::Kafka(e) => kafka_retryable(e),
+            Error::ObjectStore(e) => object_store_retryable(e),
+            Error::Config(_) | Error::Arrow(_) | Error::Parquet(_) => false,
+        }
+    }
+}
+
+/// SQLSTATE classes worth another try: connection exceptions (08), transaction
+/// rollbacks such as serialization failures and deadlocks (40), insufficient resources
+/// such as a full disk (53), operator intervention such as a server shutting down
+/// (57), system errors (58). Everything else (syntax or undefined objects 42, data
+/// exceptions 22, constraint violations 23, ...) says something about the statement.
+pub fn postgres_retryable(sqlstate: &str) -> bool {
+    matches!(
+        sqlstate.get(..2),
+        Some("08") | Some("40") | Some("53") | Some("57") | Some("58")
+    )
+}
+
+/// Kafka failures that writing again cannot fix: the record itself is refused, or
+/// the client may not write to the topic. The rest (timeouts, leaders moving, a broker
+/// down, a full queue) are transient.
+pub fn kafka_retryable(e: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode as C};
+    let Some(code) = e.rdkafka_error_code() else {
+        return !matches!(
+            e,
+            KafkaError::ClientConfig(..) | KafkaError::ClientCreation(_)
+        );
+    };
+    !matches!(
+        code,
+        C::MessageSizeTooLarge
+            | C::InvalidMessageSize
+            | C::InvalidMessage
+            | C::InvalidRecord
+            | C::MessageBatchTooLarge
+            | C::InvalidTopic
+            | C::TopicAuthorizationFailed
+            | C::ClusterAuthorizationFailed
+            | C::TransactionalIdAuthorizationFailed
+            | C::SaslAuthenticationFailed
+            | C::UnsupportedForMessageFormat
+            | C::UnsupportedVersion
+            | C::InvalidArgument
+            | C::Fatal
+    )
+}
+
+fn object_store_retryable(e: &object_store::Error) -> bool {
+    !matches!(
+        e,
+        object_store::Error::InvalidPath { .. }
+            | object_store::Error::NotSupported { .. }
+            | object_store::Error::NotImplemented { .. }
+            | object_store::Error::PermissionDenied { .. }
+            | object_store::Error::Unauthenticated { .. }
+            | object_store::Error::UnknownConfigurationKey { .. }
+    )
 }
 
 /// The crate's result type.
@@ -152,4 +254,58 @@ pub fn last_per_identity(shape: &QueryShape, batch: &RecordBatch) -> Result<Reco
     let mut keep: Vec<u32> = last.into_values().collect();
     keep.sort_unstable();
     Ok(take_record_batch(batch, &UInt32Array::from(keep))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+
+    #[test]
+    fn postgres_errors_about_the_statement_are_not_retried() {
+        // undefined column, datatype mismatch, no unique constraint for ON CONFLICT,
+        // a value out of range, a NOT NULL violation
+        for code in ["42703", "42804", "42P10", "22003", "23502"] {
+            assert!(!postgres_retryable(code), "{code}");
+        }
+        // connection failure, serialization failure, deadlock, disk full,
+        // admin shutdown, cannot connect now
+        for code in ["08006", "40001", "40P01", "53100", "57P01", "57P03"] {
+            assert!(postgres_retryable(code), "{code}");
+        }
+        let lost = Error::postgres("connection closed".into());
+        assert!(
+            lost.is_retryable(),
+            "no SQLSTATE: the server was not reached"
+        );
+    }
+
+    #[test]
+    fn kafka_errors_about_the_record_or_permissions_are_not_retried() {
+        let produce = |c| Error::Kafka(KafkaError::MessageProduction(c));
+        for c in [
+            RDKafkaErrorCode::MessageSizeTooLarge,
+            RDKafkaErrorCode::TopicAuthorizationFailed,
+            RDKafkaErrorCode::InvalidTopic,
+        ] {
+            assert!(!produce(c).is_retryable(), "{c:?}");
+        }
+        for c in [
+            RDKafkaErrorCode::MessageTimedOut,
+            RDKafkaErrorCode::NotLeaderForPartition,
+            RDKafkaErrorCode::QueueFull,
+            RDKafkaErrorCode::BrokerTransportFailure,
+        ] {
+            assert!(produce(c).is_retryable(), "{c:?}");
+        }
+    }
+
+    #[test]
+    fn data_and_configuration_errors_are_not_retried() {
+        assert!(!Error::Config("bad".into()).is_retryable());
+        let arrow = datafusion::arrow::error::ArrowError::SchemaError("x".into());
+        assert!(!Error::Arrow(arrow).is_retryable());
+        let io = std::io::Error::other("disk");
+        assert!(Error::Io(io).is_retryable());
+    }
 }

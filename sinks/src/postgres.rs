@@ -90,10 +90,10 @@ impl PostgresSink {
             let (client, conn) = tokio_postgres::connect(&self.url, NoTls)
                 .await
                 .map_err(|e| {
-                    Error::Postgres(format!(
-                    "cannot connect for sink `{}`: {e}; is PostgreSQL up? check the sink's `url`",
-                    self.name
-                ))
+                    Error::postgres(format!(
+                        "cannot connect for sink `{}`: {e}; is PostgreSQL up? check the sink's `url`",
+                        self.name
+                    ))
                 })?;
             tokio::spawn(async move {
                 if let Err(e) = conn.await {
@@ -103,7 +103,7 @@ impl PostgresSink {
             *slot = Some(client);
         }
         slot.as_ref()
-            .ok_or_else(|| Error::Postgres("no connection".into()))
+            .ok_or_else(|| Error::postgres("no connection".into()))
     }
 }
 
@@ -135,6 +135,111 @@ pub fn create_table_sql(table: &str, shape: &QueryShape) -> Result<String> {
         cols.join(", "),
         pk.join(", ")
     ))
+}
+
+/// Checks that a table (perhaps made before, by hand or by an older query) can take
+/// the query's rows: every output column exists, and a unique constraint on exactly
+/// the identity columns lets `ON CONFLICT` find a row's earlier version. Without one,
+/// every write would fail (or, with `NULLS DISTINCT` and a NULL key, insert the row
+/// again), so the query is refused when it starts, with what to change.
+async fn check_table(client: &Client, sink: &str, table: &str, shape: &QueryShape) -> Result<()> {
+    let quoted = quote(table);
+    let rows = client
+        .query(
+            "SELECT a.attname::text, a.attnotnull, t.typname::text FROM pg_attribute a \
+             JOIN pg_type t ON t.oid = a.atttypid \
+             WHERE a.attrelid = $1::text::regclass AND a.attnum > 0 AND NOT a.attisdropped",
+            &[&quoted],
+        )
+        .await?;
+    let columns: HashMap<String, bool> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let types: HashMap<String, String> = rows.iter().map(|r| (r.get(0), r.get(2))).collect();
+    let missing: Vec<&str> = shape
+        .schema
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .filter(|n| !columns.contains_key(*n))
+        .collect();
+    if !missing.is_empty() {
+        return Err(Error::Config(format!(
+            "sink `{sink}`: table {quoted} exists but has no column {} that query `{}` writes; \
+             add the columns, drop the table so the sink creates it, or map the query to another \
+             table in the sink's `tables`",
+            missing.join(", "),
+            shape.query
+        )));
+    }
+    for f in shape.schema.fields() {
+        let (Some(found), Some(sql_type)) = (types.get(f.name()), pg_type(f.data_type())) else {
+            continue;
+        };
+        if !accepts(sql_type).contains(&found.as_str()) {
+            return Err(Error::Config(format!(
+                "sink `{sink}`: column {} of table {quoted} is {found}, but query `{}` writes {sql_type} \
+                 there (the sink can write into: {}); change the column's type or drop the table \
+                 so the sink creates it",
+                quote(f.name()),
+                shape.query,
+                accepts(sql_type).join(", ")
+            )));
+        }
+    }
+    let identity: Vec<&str> = shape.identity_names();
+    let mut wanted: Vec<&str> = identity.clone();
+    wanted.sort_unstable();
+    let unique = client
+        .query(
+            "SELECT i.indnullsnotdistinct, ARRAY(SELECT a.attname::text \
+               FROM unnest(i.indkey::int2[]) AS k(n) \
+               JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.n) \
+             FROM pg_index i \
+             WHERE i.indrelid = $1::text::regclass AND i.indisunique \
+               AND i.indpred IS NULL AND i.indexprs IS NULL",
+            &[&quoted],
+        )
+        .await?;
+    let on_identity = unique
+        .iter()
+        .map(|r| (r.get::<_, bool>(0), r.get::<_, Vec<String>>(1)))
+        .find(|(_, cols)| {
+            let mut cols: Vec<&str> = cols.iter().map(String::as_str).collect();
+            cols.sort_unstable();
+            cols == wanted
+        });
+    let list = identity
+        .iter()
+        .map(|n| quote(n))
+        .collect::<Vec<_>>()
+        .join(", ");
+    match on_identity {
+        None => Err(Error::Config(format!(
+            "sink `{sink}`: table {quoted} exists but has no unique constraint on the row identity \
+             ({list}) of query `{}`, which the sink upserts by; add one \
+             (ALTER TABLE {quoted} ADD UNIQUE NULLS NOT DISTINCT ({list})) or drop the table so \
+             the sink creates it",
+            shape.query
+        ))),
+        Some((false, _)) if identity.iter().any(|n| columns.get(*n) == Some(&false)) => {
+            Err(Error::Config(format!(
+                "sink `{sink}`: table {quoted}'s unique constraint on ({list}) treats NULLs as \
+                 distinct, so a row with a NULL key would be inserted again at every write; \
+                 recreate it as UNIQUE NULLS NOT DISTINCT ({list}) or make those columns NOT NULL"
+            )))
+        }
+        Some(_) => Ok(()),
+    }
+}
+
+/// The column types (`pg_type.typname`) a value of the sink's type can be written to.
+fn accepts(sql_type: &str) -> &'static [&'static str] {
+    match sql_type {
+        "text" => &["text", "varchar", "bpchar", "name"],
+        "double precision" => &["float8"],
+        "bigint" => &["int8"],
+        "boolean" => &["bool"],
+        _ => &["timestamptz", "timestamp"],
+    }
 }
 
 type Param = Box<dyn ToSql + Sync + Send>;
@@ -248,13 +353,13 @@ impl Sink for PostgresSink {
             .await?
             .get(0);
         if version < MIN_SERVER_VERSION {
-            return Err(Error::Postgres(format!(
+            return Err(Error::Config(format!(
                 "sink `{}`: the PostgreSQL server is version {version}; the sink needs 15 or later (its tables are unique on the row identity with NULLS NOT DISTINCT)",
                 self.name
             )));
         }
         client.batch_execute(&sql).await?;
-        Ok(())
+        check_table(client, &self.name, &self.table(&shape.query), shape).await
     }
 
     async fn write(&self, shape: &QueryShape, batch: &RecordBatch) -> Result<()> {

@@ -91,6 +91,8 @@ async fn queries(State(node): State<Arc<Node>>) -> Response {
                 "rows_in": q.stats.rows_in,
                 "rows_out": q.stats.rows_out,
                 "late_rows": q.stats.late_rows,
+                "state": if q.error.is_some() { "failed" } else { "running" },
+                "error": q.error,
                 "columns": q.schema.fields().iter().map(|f| f.name().clone()).collect::<Vec<_>>(),
                 "identity": q.identity.iter().map(|&i| q.schema.field(i).name().clone()).collect::<Vec<_>>(),
             })

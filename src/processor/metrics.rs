@@ -12,8 +12,6 @@ use edgeflow_ingest::decode::DeadReason;
 use edgeflow_sinks::QueryShape;
 use edgeflow_stream::engine::QueryInfo;
 
-use super::node::reason_index;
-
 /// Upper bounds (ms) of the emit-latency histogram buckets.
 const BUCKETS_MS: [u64; 12] = [
     10, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 30_000, 60_000, 300_000,
@@ -33,6 +31,10 @@ pub struct Metrics {
     dead: [AtomicU64; DeadReason::ALL.len()],
     pub(crate) sink_rows: AtomicU64,
     pub(crate) sink_errors: AtomicU64,
+    /// Continuous queries that failed and stopped.
+    pub(crate) query_failures: AtomicU64,
+    /// Failed attempts to write a dead letter (each retried or fatal).
+    pub(crate) dead_letter_errors: AtomicU64,
     /// Per query: time from a window's end to its rows leaving the processor.
     latency: Mutex<BTreeMap<String, Histogram>>,
 }
@@ -48,7 +50,7 @@ impl Metrics {
     }
 
     pub(crate) fn observe_dead_letter(&self, r: DeadReason) {
-        self.dead[reason_index(r)].fetch_add(1, Ordering::Relaxed);
+        self.dead[r.index()].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Emit latency of windowed rows: now − (window start + window length).
@@ -103,7 +105,7 @@ impl Metrics {
         );
         let _ = writeln!(o, "# TYPE edgeflow_processor_dead_letters_total counter");
         for r in DeadReason::ALL {
-            let n = self.dead[reason_index(r)].load(Ordering::Relaxed);
+            let n = self.dead[r.index()].load(Ordering::Relaxed);
             let _ = writeln!(
                 o,
                 "edgeflow_processor_dead_letters_total{{node=\"{node}\",reason=\"{r}\"}} {n}"
@@ -115,12 +117,31 @@ impl Metrics {
             "edgeflow_processor_sink_rows_total{{node=\"{node}\"}} {}",
             self.sink_rows.load(Ordering::Relaxed)
         );
-        let _ = writeln!(o, "# TYPE edgeflow_processor_sink_errors_total counter");
-        let _ = writeln!(
-            o,
-            "edgeflow_processor_sink_errors_total{{node=\"{node}\"}} {}",
-            self.sink_errors.load(Ordering::Relaxed)
-        );
+        for (metric, help, v) in [
+            (
+                "sink_errors_total",
+                "Failed sink writes (transient ones are retried).",
+                &self.sink_errors,
+            ),
+            (
+                "query_failures_total",
+                "Continuous queries that failed and stopped.",
+                &self.query_failures,
+            ),
+            (
+                "dead_letter_write_errors_total",
+                "Failed attempts to write a dead letter.",
+                &self.dead_letter_errors,
+            ),
+        ] {
+            let _ = writeln!(o, "# HELP edgeflow_processor_{metric} {help}");
+            let _ = writeln!(o, "# TYPE edgeflow_processor_{metric} counter");
+            let _ = writeln!(
+                o,
+                "edgeflow_processor_{metric}{{node=\"{node}\"}} {}",
+                v.load(Ordering::Relaxed)
+            );
+        }
         for (metric, help) in [
             ("query_rows_in_total", "Rows a continuous query read."),
             ("query_rows_out_total", "Rows a continuous query emitted."),
@@ -129,6 +150,10 @@ impl Metrics {
                 "Rows later than the allowed lateness.",
             ),
             ("query_open_groups", "(key, window) groups held in memory."),
+            (
+                "query_failed",
+                "1 when the query failed and stopped (its error is in /queries).",
+            ),
             (
                 "query_watermark_lag_seconds",
                 "Processing time minus the query's watermark.",
@@ -147,6 +172,7 @@ impl Metrics {
                     "query_rows_out_total" => q.stats.rows_out as f64,
                     "query_late_rows_total" => q.stats.late_rows as f64,
                     "query_open_groups" => q.stats.open_groups as f64,
+                    "query_failed" => u8::from(q.error.is_some()).into(),
                     _ => match q.watermark {
                         Some(w) => (now - w) as f64 / 1000.0,
                         None => continue,

@@ -24,8 +24,10 @@ use datafusion::datasource::{MemTable, TableProvider, TableType};
 use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
-use edgeflow_ingest::decode::{DeadLetter, DeadReason};
-use edgeflow_ingest::source::{Assignment, KafkaSource, SourceEvent, SourceOptions, StartOffset};
+use edgeflow_ingest::decode::DeadLetter;
+use edgeflow_ingest::source::{
+    Assignment, KafkaSource, PartitionBatch, SourceEvent, SourceOptions, StartOffset,
+};
 use edgeflow_sinks::{QueryShape, SinkRef};
 use edgeflow_stream::engine::{Engine, QueryDecl, QueryInfo, QueryOutput, StreamDecl};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -343,9 +345,25 @@ impl Node {
         }
     }
 
-    /// Hands outputs to sinks (retrying failed writes with backoff).
+    /// Stops a query that cannot go on, saying why (in `/queries`, `edgeflow_queries`,
+    /// the log and the metrics).
+    async fn fail_query(&self, name: &str, error: &str) {
+        self.metrics.query_failures.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(query = name, error, "continuous query failed and stopped");
+        // Gone already if it was dropped meanwhile: nothing left to stop.
+        let _ = self.engine.lock().await.fail_query(name, error);
+    }
+
+    /// Hands outputs to sinks. A write that fails for a transient reason is retried
+    /// with backoff (the pipeline waits rather than dropping rows); one that cannot
+    /// succeed stops the query with the sink's error.
     async fn deliver(&self, outputs: Vec<QueryOutput>, now: i64) {
         for out in outputs {
+            if out.failed.is_some() {
+                // The engine stopped it and logged why.
+                self.metrics.query_failures.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
             let (shape, sinks, late_shape, late_sinks) = {
                 let routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
                 let Some(r) = routes.get(&out.query) else {
@@ -358,17 +376,21 @@ impl Node {
                     r.late_sinks.clone(),
                 )
             };
+            let mut writes = Vec::new();
             for b in &out.rows {
                 self.metrics.observe_emit(&shape, b, now);
-                for s in &sinks {
-                    write_with_retry(s, &shape, b, &self.metrics).await;
+                writes.extend(sinks.iter().map(|s| (s, &shape, b)));
+            }
+            if let Some(ls) = &late_shape {
+                for b in &out.late {
+                    writes.extend(late_sinks.iter().map(|s| (s, ls, b)));
                 }
             }
-            if let Some(ls) = late_shape {
-                for b in &out.late {
-                    for s in &late_sinks {
-                        write_with_retry(s, &ls, b, &self.metrics).await;
-                    }
+            for (sink, shape, batch) in writes {
+                if let Err(e) = write_with_retry(sink, shape, batch, &self.metrics).await {
+                    let error = format!("sink `{}` cannot take its rows: {e}", sink.name());
+                    self.fail_query(&out.query, &error).await;
+                    break;
                 }
             }
         }
@@ -377,7 +399,7 @@ impl Node {
     /// Tells sinks the queries' watermarks.
     async fn watermarks(&self) {
         let infos = self.engine.lock().await.queries();
-        for info in infos {
+        for info in infos.into_iter().filter(|q| q.error.is_none()) {
             let Some(wm) = info.watermark else { continue };
             let route = {
                 let routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
@@ -387,16 +409,27 @@ impl Node {
             };
             if let Some((shape, sinks)) = route {
                 for s in sinks {
-                    if let Err(e) = s.watermark(&shape, wm).await {
-                        self.metrics.sink_errors.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(sink = s.name(), query = %info.name, error = %e, "sink failed at a watermark; retrying at the next one");
+                    match s.watermark(&shape, wm).await {
+                        Ok(()) => {}
+                        Err(e) if e.is_retryable() => {
+                            self.metrics.sink_errors.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(sink = s.name(), query = %info.name, error = %e, "sink failed at a watermark; retrying at the next one");
+                        }
+                        Err(e) => {
+                            self.metrics.sink_errors.fetch_add(1, Ordering::Relaxed);
+                            let error = format!("sink `{}` failed at a watermark: {e}", s.name());
+                            self.fail_query(&info.name, &error).await;
+                            break;
+                        }
                     }
                 }
             }
         }
     }
 
-    async fn flush_sinks(&self) {
+    /// Makes what every sink holds durable (at shutdown); fails naming every sink
+    /// that could not.
+    async fn flush_sinks(&self) -> Result<()> {
         let routes: Vec<(QueryShape, Vec<SinkRef>)> = {
             let routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
             routes
@@ -404,12 +437,19 @@ impl Node {
                 .map(|r| (r.shape.clone(), r.sinks.clone()))
                 .collect()
         };
+        let mut failed = Vec::new();
         for (shape, sinks) in routes {
             for s in sinks {
                 if let Err(e) = s.flush(&shape).await {
-                    tracing::warn!(sink = s.name(), error = %e, "flush failed");
+                    tracing::error!(sink = s.name(), query = %shape.query, error = %e, "flush failed");
+                    failed.push(format!("sink `{}`, query `{}`: {e}", s.name(), shape.query));
                 }
             }
+        }
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            bail!("sinks could not flush: {}", failed.join("; "))
         }
     }
 
@@ -468,12 +508,14 @@ fn shape_of(info: &QueryInfo) -> QueryShape {
     }
 }
 
+/// Writes, retrying with backoff for as long as the failure is transient; a failure
+/// that is not (see [`edgeflow_sinks::Error::is_retryable`]) is returned at once.
 async fn write_with_retry(
     sink: &SinkRef,
     shape: &QueryShape,
     batch: &RecordBatch,
     metrics: &Metrics,
-) {
+) -> Result<(), edgeflow_sinks::Error> {
     let mut backoff = Duration::from_millis(100);
     loop {
         match sink.write(shape, batch).await {
@@ -481,7 +523,11 @@ async fn write_with_retry(
                 metrics
                     .sink_rows
                     .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
-                return;
+                return Ok(());
+            }
+            Err(e) if !e.is_retryable() => {
+                metrics.sink_errors.fetch_add(1, Ordering::Relaxed);
+                return Err(e);
             }
             Err(e) => {
                 metrics.sink_errors.fetch_add(1, Ordering::Relaxed);
@@ -493,7 +539,9 @@ async fn write_with_retry(
     }
 }
 
-/// Runs the node until `shutdown` resolves. `ready` gets the bound addresses.
+/// Runs the node until `shutdown` resolves, or until something fails that would
+/// otherwise lose input (the source, the dead-letter topic): then it stops with that
+/// error. Sinks are flushed either way.
 pub async fn run(
     node: Arc<Node>,
     shutdown: impl std::future::Future<Output = ()> + Send,
@@ -512,114 +560,213 @@ pub async fn run(
         let _ = stop_rx.await;
     }));
     let mut dlq_producer_cfg = ClientConfig::new();
+    for (k, v) in &cfg.kafka.properties {
+        dlq_producer_cfg.set(k, v);
+    }
+    // After the user's properties: the delivery guarantee is not theirs to change.
     dlq_producer_cfg
         .set("bootstrap.servers", &cfg.kafka.brokers)
         .set("enable.idempotence", "true")
         .set("acks", "all");
-    for (k, v) in &cfg.kafka.properties {
-        dlq_producer_cfg.set(k, v);
-    }
-    let dlq: FutureProducer = dlq_producer_cfg.create()?;
+    let mut runner = Runner {
+        node: node.clone(),
+        dead_letters: DeadLetters {
+            producer: dlq_producer_cfg.create()?,
+            topic: cfg.ingest.dead_letter_topic.clone(),
+        },
+    };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
     tracing::info!(node = %cfg.node_id, partitions = node.assignments.len(), "processor running");
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => break,
-            _ = tick.tick() => {
-                let now = now_ms();
-                let out = node.engine.lock().await.tick(now);
-                match out {
-                    Ok(out) => node.deliver(out, now).await,
-                    Err(e) => tracing::error!(error = %e, "tick failed"),
-                }
-                node.watermarks().await;
+    let outcome = loop {
+        let step = tokio::select! {
+            _ = &mut shutdown => break Ok(()),
+            _ = tick.tick() => runner.on_tick().await,
+            ev = rx.recv() => match ev {
+                Some(ev) => runner.on_source_event(ev).await,
+                // The source ended: it says why below.
+                None => break Ok(()),
+            },
+        };
+        if let Err(e) = step {
+            break Err(e);
+        }
+    };
+    let _ = stop_tx.send(());
+    let source = match source_task.await {
+        Ok(r) => r.context("the Kafka source stopped"),
+        Err(e) => Err(anyhow!("the Kafka source task ended abnormally: {e}")),
+    };
+    let flushed = node.flush_sinks().await;
+    tracing::info!("processor stopped");
+    outcome.and(source).and(flushed)
+}
+
+/// The node's loop: one method per kind of event.
+struct Runner {
+    node: Arc<Node>,
+    dead_letters: DeadLetters,
+}
+
+impl Runner {
+    /// Processing time passed: idle partitions may close windows; sinks hear the
+    /// queries' watermarks.
+    async fn on_tick(&mut self) -> Result<()> {
+        let now = now_ms();
+        let out = self.node.engine.lock().await.tick(now)?;
+        self.node.deliver(out, now).await;
+        self.node.watermarks().await;
+        Ok(())
+    }
+
+    async fn on_source_event(&mut self, ev: SourceEvent) -> Result<()> {
+        match ev {
+            SourceEvent::Batch(b) => self.on_batch(b).await,
+            SourceEvent::Backlog {
+                topic,
+                partition,
+                backlog,
+            } => {
+                let Some(stream) = self.node.topics.get(&topic) else {
+                    return Ok(());
+                };
+                self.node
+                    .engine
+                    .lock()
+                    .await
+                    .set_backlog(stream, partition, backlog, now_ms())
+                    .with_context(|| format!("stream `{stream}`: a partition's backlog"))
             }
-            ev = rx.recv() => {
-                let Some(ev) = ev else { break };
-                match ev {
-                    SourceEvent::Batch(b) => {
-                        let Some(stream) = node.topics.get(&b.topic).cloned() else { continue };
-                        node.metrics.observe_batch(&stream, b.batch.num_rows());
-                        let now = now_ms();
-                        let out = node
-                            .engine
-                            .lock()
-                            .await
-                            .process(&stream, b.partition, b.batch, b.max_event_time, now)
-                            .await;
-                        match out {
-                            Ok(mut out) => {
-                                for letter in take_dead(&mut out) {
-                                    node.metrics.observe_dead_letter(letter.reason);
-                                    dead_letter(&dlq, &cfg.ingest.dead_letter_topic, &b.topic, &letter).await;
-                                }
-                                node.deliver(out, now).await
-                            }
-                            Err(e) => tracing::error!(stream = %stream, error = %e, "processing a batch failed"),
-                        }
-                    }
-                    SourceEvent::Backlog { topic, partition, backlog } => {
-                        let Some(stream) = node.topics.get(&topic) else { continue };
-                        let r = node.engine.lock().await.set_backlog(stream, partition, backlog, now_ms());
-                        if let Err(e) = r {
-                            tracing::error!(stream = %stream, error = %e, "cannot record a partition's backlog");
-                        }
-                    }
-                    SourceEvent::DeadLetter { topic, letter } => {
-                        node.metrics.observe_dead_letter(letter.reason);
-                        dead_letter(&dlq, &cfg.ingest.dead_letter_topic, &topic, &letter).await;
-                    }
-                }
+            SourceEvent::DeadLetter { topic, letter } => {
+                self.node.metrics.observe_dead_letter(letter.reason);
+                self.dead_letters
+                    .send(&topic, &letter, &self.node.metrics)
+                    .await
             }
         }
     }
-    let _ = stop_tx.send(());
-    let _ = source_task.await;
-    node.flush_sinks().await;
-    tracing::info!("processor stopped");
-    Ok(())
+
+    /// A batch goes through every query on its stream. A query that fails stops on
+    /// its own; an error of the stream itself stops the node (nothing is skipped).
+    async fn on_batch(&mut self, b: PartitionBatch) -> Result<()> {
+        let Some(stream) = self.node.topics.get(&b.topic).cloned() else {
+            return Ok(());
+        };
+        self.node.metrics.observe_batch(&stream, b.batch.num_rows());
+        let now = now_ms();
+        let mut out = self
+            .node
+            .engine
+            .lock()
+            .await
+            .process(&stream, b.partition, b.batch, b.max_event_time, now)
+            .await
+            .with_context(|| {
+                format!(
+                    "stream `{stream}`, partition {}: a batch ending before offset {}",
+                    b.partition, b.next_offset
+                )
+            })?;
+        for letter in take_dead(&mut out) {
+            self.node.metrics.observe_dead_letter(letter.reason);
+            self.dead_letters
+                .send(&b.topic, &letter, &self.node.metrics)
+                .await?;
+        }
+        self.node.deliver(out, now).await;
+        Ok(())
+    }
 }
 
-async fn dead_letter(p: &FutureProducer, dlq_topic: &str, source_topic: &str, l: &DeadLetter) {
-    let partition = l.partition.to_string();
-    let offset = l.offset.to_string();
-    let headers = OwnedHeaders::new()
-        .insert(Header {
-            key: edgeflow_edge::wire::HEADER_KIND,
-            value: Some("dead-letter"),
-        })
-        .insert(Header {
-            key: edgeflow_edge::wire::HEADER_REASON,
-            value: Some(l.reason.as_str()),
-        })
-        .insert(Header {
-            key: edgeflow_edge::wire::HEADER_DETAIL,
-            value: Some(l.detail.as_str()),
-        })
-        .insert(Header {
-            key: "edgeflow-source-topic",
-            value: Some(source_topic),
-        })
-        .insert(Header {
-            key: "edgeflow-source-partition",
-            value: Some(partition.as_str()),
-        })
-        .insert(Header {
-            key: "edgeflow-source-offset",
-            value: Some(offset.as_str()),
-        });
-    let mut rec = FutureRecord::to(dlq_topic)
-        .payload(&l.payload)
-        .headers(headers);
-    if let Some(k) = &l.key {
-        rec = rec.key(k);
-    }
-    if let Err((e, _)) = p.send(rec, Duration::from_secs(30)).await {
-        tracing::warn!(error = %e, reason = %l.reason, "cannot write a dead letter");
+/// The dead-letter topic's producer.
+struct DeadLetters {
+    producer: FutureProducer,
+    topic: String,
+}
+
+/// What is kept of a dead letter's payload when the whole is too large for the
+/// dead-letter topic.
+const TRUNCATED_PAYLOAD: usize = 1024;
+
+impl DeadLetters {
+    /// Writes a dead letter, retrying transient failures with backoff (the pipeline
+    /// waits). A payload too large for the topic is cut to its first bytes, with a
+    /// header giving its length. Any other lasting failure (no permission, no such
+    /// topic) is returned: the node stops rather than drop the record.
+    async fn send(&self, source_topic: &str, l: &DeadLetter, metrics: &Metrics) -> Result<()> {
+        let partition = l.partition.to_string();
+        let offset = l.offset.to_string();
+        let full_len = l.payload.len().to_string();
+        let mut truncated = false;
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let mut headers = OwnedHeaders::new()
+                .insert(Header {
+                    key: edgeflow_edge::wire::HEADER_KIND,
+                    value: Some("dead-letter"),
+                })
+                .insert(Header {
+                    key: edgeflow_edge::wire::HEADER_REASON,
+                    value: Some(l.reason.as_str()),
+                })
+                .insert(Header {
+                    key: edgeflow_edge::wire::HEADER_DETAIL,
+                    value: Some(l.detail.as_str()),
+                })
+                .insert(Header {
+                    key: "edgeflow-source-topic",
+                    value: Some(source_topic),
+                })
+                .insert(Header {
+                    key: "edgeflow-source-partition",
+                    value: Some(partition.as_str()),
+                })
+                .insert(Header {
+                    key: "edgeflow-source-offset",
+                    value: Some(offset.as_str()),
+                });
+            let mut payload = l.payload.as_slice();
+            if truncated {
+                payload = &payload[..payload.len().min(TRUNCATED_PAYLOAD)];
+                headers = headers.insert(Header {
+                    key: HEADER_PAYLOAD_LENGTH,
+                    value: Some(full_len.as_str()),
+                });
+            }
+            let mut rec = FutureRecord::to(&self.topic)
+                .payload(payload)
+                .headers(headers);
+            if let Some(k) = &l.key {
+                rec = rec.key(k);
+            }
+            let Err((e, _)) = self.producer.send(rec, Duration::from_secs(30)).await else {
+                return Ok(());
+            };
+            metrics.dead_letter_errors.fetch_add(1, Ordering::Relaxed);
+            let too_large = e.rdkafka_error_code()
+                == Some(rdkafka::types::RDKafkaErrorCode::MessageSizeTooLarge);
+            if too_large && !truncated {
+                tracing::warn!(topic = %self.topic, bytes = l.payload.len(), "a dead letter is too large for its topic; writing its first {TRUNCATED_PAYLOAD} bytes");
+                truncated = true;
+            } else if edgeflow_sinks::kafka_retryable(&e) {
+                tracing::warn!(topic = %self.topic, error = %e, retry_in = ?backoff, "cannot write a dead letter; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            } else {
+                bail!(
+                    "cannot write a dead letter ({}, {source_topic} partition {partition} offset {offset}) to `{}`: {e}; \
+                     check `ingest.dead_letter_topic` and the client's permissions",
+                    l.reason,
+                    self.topic
+                );
+            }
+        }
     }
 }
+
+/// Header of a dead letter whose payload was cut: the payload's whole length.
+pub const HEADER_PAYLOAD_LENGTH: &str = "edgeflow-payload-length";
 
 /// `edgeflow_queries`: the running continuous queries as a table.
 struct QueriesTable {
@@ -646,6 +793,8 @@ fn queries_schema() -> SchemaRef {
         Field::new("rows_out", DataType::UInt64, false),
         Field::new("late_rows", DataType::UInt64, false),
         Field::new("open_groups", DataType::UInt64, false),
+        Field::new("state", DataType::Utf8, false),
+        Field::new("error", DataType::Utf8, true),
         Field::new("sql", DataType::Utf8, false),
     ]))
 }
@@ -698,6 +847,16 @@ impl TableProvider for QueriesTable {
                 Arc::new(UInt64Array::from_iter_values(
                     qs.iter().map(|q| q.stats.open_groups),
                 )),
+                Arc::new(StringArray::from_iter_values(qs.iter().map(|q| {
+                    if q.error.is_some() {
+                        "failed"
+                    } else {
+                        "running"
+                    }
+                }))),
+                Arc::new(StringArray::from(
+                    qs.iter().map(|q| q.error.clone()).collect::<Vec<_>>(),
+                )),
                 Arc::new(StringArray::from_iter_values(
                     qs.iter().map(|q| q.sql.as_str()),
                 )),
@@ -715,9 +874,4 @@ fn take_dead(outputs: &mut [QueryOutput]) -> Vec<DeadLetter> {
         .iter_mut()
         .flat_map(|o| std::mem::take(&mut o.dead))
         .collect()
-}
-
-/// Counts of dead letters by reason.
-pub(crate) fn reason_index(r: DeadReason) -> usize {
-    DeadReason::ALL.iter().position(|x| *x == r).unwrap_or(0)
 }

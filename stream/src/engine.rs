@@ -61,6 +61,22 @@ pub struct QueryOutput {
     /// dead letter each (reason `null_event_time`, the row as JSON in the query's late
     /// schema, offset -1: a derived row, not one record).
     pub dead: Vec<DeadLetter>,
+    /// The query failed in this step with this error and stopped (the step's rows
+    /// are not in the output: the batch is not half applied to the sinks).
+    pub failed: Option<String>,
+}
+
+/// Marks `q` failed and says so in an output of its own.
+fn failure(q: &mut Running, error: String) -> QueryOutput {
+    tracing::error!(query = %q.decl.name, %error, "continuous query failed and stopped");
+    q.error = Some(error.clone());
+    QueryOutput {
+        query: q.decl.name.clone(),
+        rows: Vec::new(),
+        late: Vec::new(),
+        dead: Vec::new(),
+        failed: Some(error),
+    }
 }
 
 /// A running query as reported to users.
@@ -84,6 +100,9 @@ pub struct QueryInfo {
     pub late_schema: Option<SchemaRef>,
     pub watermark: Option<i64>,
     pub stats: QueryStats,
+    /// Why the query stopped, if it failed (see [`Engine::fail_query`]); a failed query
+    /// reads no more input, and its live table keeps what it had.
+    pub error: Option<String>,
 }
 
 struct StreamState {
@@ -100,6 +119,7 @@ struct Running {
     runtime: QueryRuntime,
     live: Arc<LiveTable>,
     windowed: bool,
+    error: Option<String>,
 }
 
 /// The processor's streams, tables and queries.
@@ -352,6 +372,7 @@ impl Engine {
             late_schema: runtime.late_schema(),
             watermark: None,
             stats: QueryStats::default(),
+            error: None,
         };
         self.queries.insert(
             decl.name.clone(),
@@ -361,6 +382,7 @@ impl Engine {
                 runtime,
                 live,
                 windowed,
+                error: None,
             },
         );
         Ok(info)
@@ -399,6 +421,7 @@ impl Engine {
                 late_schema: q.runtime.late_schema(),
                 watermark: q.runtime.watermark(),
                 stats: q.runtime.stats(),
+                error: q.error.clone(),
             })
             .collect()
     }
@@ -426,45 +449,81 @@ impl Engine {
             t.insert(&batch)?;
         }
         let mut out = Vec::new();
-        for q in self.queries.values_mut().filter(|q| q.stream == stream) {
-            let o = q
-                .runtime
-                .process(partition, batch.clone(), max_event_time, now_ms)
-                .await?;
-            for b in &o.rows {
-                q.live.insert(b)?;
-            }
-            let mut dead = Vec::new();
-            for b in &o.untimed {
-                untimed_letters(&q.decl.name, partition, b, &mut dead)?;
-            }
-            if !o.rows.is_empty() || !o.late.is_empty() || !dead.is_empty() {
-                out.push(QueryOutput {
+        for q in self
+            .queries
+            .values_mut()
+            .filter(|q| q.stream == stream && q.error.is_none())
+        {
+            let step = async {
+                let o = q
+                    .runtime
+                    .process(partition, batch.clone(), max_event_time, now_ms)
+                    .await?;
+                for b in &o.rows {
+                    q.live.insert(b)?;
+                }
+                let mut dead = Vec::new();
+                for b in &o.untimed {
+                    untimed_letters(&q.decl.name, partition, b, &mut dead)?;
+                }
+                Ok::<_, Error>(QueryOutput {
                     query: q.decl.name.clone(),
                     rows: o.rows,
                     late: o.late,
                     dead,
-                });
+                    failed: None,
+                })
+            };
+            match step.await {
+                Ok(o) if o.rows.is_empty() && o.late.is_empty() && o.dead.is_empty() => {}
+                Ok(o) => out.push(o),
+                Err(e) => {
+                    let error = format!("processing partition {partition} of `{stream}`: {e}");
+                    out.push(failure(q, error));
+                }
             }
         }
         Ok(out)
     }
 
+    /// Stops a query that cannot go on (its sink refused a write for a reason that
+    /// will not go away, say): it reads no more input and reports `error` in
+    /// [`QueryInfo::error`]. Idempotent; the first error is kept.
+    pub fn fail_query(&mut self, name: &str, error: &str) -> Result<()> {
+        let q = self
+            .queries
+            .get_mut(name)
+            .ok_or_else(|| Error::Name(format!("no continuous query `{name}`")))?;
+        if q.error.is_none() {
+            q.error = Some(error.to_string());
+        }
+        Ok(())
+    }
+
     /// Processing time passed (idle partitions may let windows close).
     pub fn tick(&mut self, now_ms: i64) -> Result<Vec<QueryOutput>> {
         let mut out = Vec::new();
-        for q in self.queries.values_mut() {
-            let rows = q.runtime.tick(now_ms)?;
-            for b in &rows {
-                q.live.insert(b)?;
-            }
-            if !rows.is_empty() {
-                out.push(QueryOutput {
+        for q in self.queries.values_mut().filter(|q| q.error.is_none()) {
+            let mut step = || {
+                let rows = q.runtime.tick(now_ms)?;
+                for b in &rows {
+                    q.live.insert(b)?;
+                }
+                Ok::<_, Error>(rows)
+            };
+            match step() {
+                Ok(rows) if rows.is_empty() => {}
+                Ok(rows) => out.push(QueryOutput {
                     query: q.decl.name.clone(),
                     rows,
                     late: Vec::new(),
                     dead: Vec::new(),
-                });
+                    failed: None,
+                }),
+                Err(e) => {
+                    let error = format!("closing windows: {e}");
+                    out.push(failure(q, error));
+                }
             }
         }
         Ok(out)
@@ -694,5 +753,65 @@ mod tests {
         // The watermark is now partition 0's: b's minute closes, a's (5 minutes on) not.
         let b1 = ("b".to_string(), 1);
         assert_eq!(counts(&out), vec![b1.clone(), b1]);
+    }
+
+    #[tokio::test]
+    async fn a_query_that_fails_stops_with_its_error_and_the_others_go_on() {
+        let mut e = engine_with(
+            "SELECT sensor, tumble(ts, INTERVAL '1 minute') AS minute, count(*) AS n \
+             FROM s GROUP BY sensor, tumble(ts, INTERVAL '1 minute')",
+        )
+        .await;
+        // Fails at run time on a sensor name that is not a number.
+        e.create_query(
+            QueryDecl {
+                name: "numeric".into(),
+                sql: "SELECT sensor, CAST(sensor AS BIGINT) AS n FROM s".into(),
+                allowed_lateness_ms: 0,
+                live_rows: 100,
+            },
+            0,
+        )
+        .await
+        .expect("query");
+        let (b, max) = batch(&[("17", T0 + 1_000, None)]);
+        let out = e.process("s", 0, b, max, 1).await.expect("process");
+        assert!(out.iter().all(|o| o.failed.is_none()), "17 is a number");
+        let (b, max) = batch(&[("a", T0 + 2_000, None), ("18", T0 + 3_000, None)]);
+        let out = e.process("s", 0, b, max, 2).await.expect("process");
+        let failed: Vec<_> = out.iter().filter(|o| o.failed.is_some()).collect();
+        assert_eq!(failed.len(), 1, "{out:?}");
+        assert_eq!(failed[0].query, "numeric");
+        assert!(failed[0].rows.is_empty(), "a failed step emits nothing");
+        let error = failed[0].failed.clone().unwrap_or_default();
+        assert!(error.contains("partition 0 of `s`"), "{error}");
+        let info = |e: &Engine, name: &str| {
+            e.queries()
+                .into_iter()
+                .find(|q| q.name == name)
+                .expect("listed")
+        };
+        assert_eq!(info(&e, "numeric").error, Some(error.clone()));
+        assert_eq!(info(&e, "q").error, None);
+        let rows_in = info(&e, "numeric").stats.rows_in;
+        // The failed query reads nothing more; the other one closes its minute.
+        let (b, max) = batch(&[("z", T0 + 120_000, None)]);
+        let mut out = e.process("s", 0, b, max, 3).await.expect("process");
+        let (b, max) = batch(&[("z", T0 + 120_000, None)]);
+        out.extend(e.process("s", 1, b, max, 4).await.expect("process"));
+        assert!(out.iter().all(|o| o.query == "q" && o.failed.is_none()));
+        assert_eq!(
+            counts(&out),
+            vec![
+                ("17".to_string(), 1),
+                ("18".to_string(), 1),
+                ("a".to_string(), 1)
+            ]
+        );
+        assert_eq!(info(&e, "numeric").stats.rows_in, rows_in);
+        // Failing it again keeps the first error.
+        e.fail_query("numeric", "later").expect("exists");
+        assert_eq!(info(&e, "numeric").error, Some(error));
+        assert!(e.fail_query("nope", "x").is_err());
     }
 }

@@ -525,3 +525,10 @@ fn generated() -> impl Strategy<Value = Generated> {
             },
         )
 }
+
+#[test]
+fn every_reason_has_its_own_counter_slot() {
+    for (i, r) in DeadReason::ALL.iter().enumerate() {
+        assert_eq!(r.index(), i, "{r}");
+    }
+}
