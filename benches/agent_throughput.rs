@@ -196,7 +196,7 @@ impl Drop for NativeMosquitto {
 // MQTT clients
 
 fn now_ms() -> i64 {
-    edgeflow_edge::agent::now_ms()
+    edgeflow_wire::clock::now_ms()
 }
 
 /// Connects `client_id` with clean_session=false, subscribes to FILTER (QoS 1), and

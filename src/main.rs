@@ -7,17 +7,19 @@
 //! - `edgeflow process`: runs a stream processor node (`configs/processor.toml`);
 //! - `edgeflow sql`: runs a statement on a processor over HTTP and prints the rows.
 
+use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+use edgeflow_wire::kafka::{client_config, consumer_config};
 use rand::{Rng, SeedableRng};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 
 #[derive(Parser)]
 #[command(
@@ -267,10 +269,7 @@ async fn simulate(
     while count == 0 || sent < count {
         let i = (sent % sensors as u64) as usize;
         values[i] += rng.random_range(-0.5..0.5);
-        let ts = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis())
-            .unwrap_or(0);
+        let ts = edgeflow_wire::clock::now_ms();
         let topic = format!("sensors/site-{}/s-{:06}/telemetry", i % 4, i);
         let payload = format!("{{\"ts\":{ts},\"value\":{:.3}}}", values[i]);
         client
@@ -302,8 +301,7 @@ async fn simulate(
 }
 
 async fn create_topics(brokers: &str, partitions: i32, topics: &[String]) -> Result<()> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let admin: AdminClient<DefaultClientContext> = client_config(brokers, &BTreeMap::new(), &[])
         .create()
         .context("creating the Kafka admin client")?;
     let new: Vec<NewTopic<'_>> = topics
@@ -327,12 +325,10 @@ async fn create_topics(brokers: &str, partitions: i32, topics: &[String]) -> Res
 }
 
 fn tail(brokers: &str, topic: &str, follow: bool) -> Result<()> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "edgeflow-tail")
-        .set("enable.auto.commit", "false")
-        .create()
-        .context("creating the Kafka consumer")?;
+    let consumer: BaseConsumer =
+        consumer_config(brokers, &BTreeMap::new(), &[("group.id", "edgeflow-tail")])
+            .create()
+            .context("creating the Kafka consumer")?;
     let md = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .with_context(|| format!("fetching metadata of {topic} from {brokers}"))?;
@@ -364,20 +360,20 @@ fn tail(brokers: &str, topic: &str, follow: bool) -> Result<()> {
                             .map(|v| String::from_utf8_lossy(v).into_owned())
                     })
                 };
-                let kind = header(edgeflow_edge::wire::HEADER_KIND).unwrap_or_default();
-                let enc = header(edgeflow_edge::wire::HEADER_ENCODING).unwrap_or_default();
+                let kind = header(edgeflow_wire::HEADER_KIND).unwrap_or_default();
+                let enc = header(edgeflow_wire::HEADER_ENCODING).unwrap_or_default();
                 let payload = m.payload().unwrap_or_default();
                 let line = match kind.as_str() {
-                    "aggregate" => edgeflow_edge::wire::decode_aggregate(&enc, payload)
+                    "aggregate" => edgeflow_wire::decode_aggregate(&enc, payload)
                         .map(|a| serde_json::to_string(&a).unwrap_or_default())
                         .unwrap_or_else(|e| format!("{{\"undecodable\":\"{e}\"}}")),
-                    "reading" => edgeflow_edge::wire::decode_reading(&enc, payload)
+                    "reading" => edgeflow_wire::decode_reading(&enc, payload)
                         .map(|r| serde_json::to_string(&r).unwrap_or_default())
                         .unwrap_or_else(|e| format!("{{\"undecodable\":\"{e}\"}}")),
                     _ => serde_json::json!({
                         "kind": kind,
-                        "reason": header(edgeflow_edge::wire::HEADER_REASON),
-                        "detail": header(edgeflow_edge::wire::HEADER_DETAIL),
+                        "reason": header(edgeflow_wire::HEADER_REASON),
+                        "detail": header(edgeflow_wire::HEADER_DETAIL),
                         "payload": String::from_utf8_lossy(payload),
                     })
                     .to_string(),

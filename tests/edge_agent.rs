@@ -297,7 +297,7 @@ fn assert_windows_match(
 }
 
 fn now_ms() -> i64 {
-    edgeflow_edge::agent::now_ms()
+    edgeflow_wire::clock::now_ms()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

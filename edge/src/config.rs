@@ -16,11 +16,11 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::decode::PayloadFormat;
 use crate::disklog::FullPolicy;
 use crate::topic::TopicPattern;
-use crate::units::{ByteSize, HumanDuration};
 use crate::{Error, Result};
+use edgeflow_wire::kafka::{is_secret_property, reserved_property_problems, GUARANTEE_PROPERTIES};
+use edgeflow_wire::units::{ByteSize, HumanDuration};
 
 /// The whole agent configuration.
 #[derive(Clone, Debug, Deserialize)]
@@ -192,6 +192,18 @@ pub struct Subscription {
 
 fn default_qos() -> u8 {
     1
+}
+
+/// How a subscription's payloads are read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PayloadFormat {
+    /// `{` → JSON object, `[` → SenML, anything else → bare number.
+    #[default]
+    Auto,
+    Json,
+    Senml,
+    Number,
 }
 
 /// Payload decoding.
@@ -411,11 +423,6 @@ impl fmt::Debug for KafkaConfig {
     }
 }
 
-/// librdkafka producer properties that carry edgeflow's delivery guarantee (every record
-/// acknowledged by all in-sync replicas, no duplicates from retries). A user property may
-/// not change them: [`reserved_property_problems`] refuses them by name.
-pub const GUARANTEE_PROPERTIES: [&str; 3] = ["acks", "request.required.acks", "enable.idempotence"];
-
 /// Properties the agent's forwarder sets itself on top of [`GUARANTEE_PROPERTIES`]: it never
 /// gives up on a record (the forward log holds it until Kafka takes it).
 const FORWARDER_PROPERTIES: [&str; 3] = [
@@ -423,31 +430,6 @@ const FORWARDER_PROPERTIES: [&str; 3] = [
     "delivery.timeout.ms",
     "bootstrap.servers",
 ];
-
-/// One problem per property in `properties` (found under the config key `key`) that is
-/// one of `reserved`, naming it and saying why.
-pub fn reserved_property_problems<'a>(
-    key: &str,
-    properties: impl IntoIterator<Item = &'a String>,
-    reserved: &[&str],
-) -> Vec<String> {
-    properties
-        .into_iter()
-        .filter(|k| reserved.contains(&k.to_ascii_lowercase().as_str()))
-        .map(|k| {
-            format!(
-                "{key}.{k}: edgeflow sets this librdkafka property itself (delivery guarantee or \
-                 another config key); remove it"
-            )
-        })
-        .collect()
-}
-
-/// Whether a librdkafka property holds a secret that must never be logged.
-pub fn is_secret_property(name: &str) -> bool {
-    let n = name.to_ascii_lowercase();
-    n.contains("password") || n.contains("secret") || n.ends_with(".key.pem") || n.contains("token")
-}
 
 fn default_aggregates_topic() -> String {
     "edgeflow.aggregates".into()

@@ -29,19 +29,8 @@ use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess,
 use serde::Deserialize;
 
 use crate::config::DecodeConfig;
+pub use crate::config::PayloadFormat;
 use crate::topic::TopicPattern;
-
-/// How a subscription's payloads are read.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PayloadFormat {
-    /// `{` → JSON object, `[` → SenML, anything else → bare number.
-    #[default]
-    Auto,
-    Json,
-    Senml,
-    Number,
-}
 
 /// Why a payload was rejected; the label is used in metrics and dead-letter records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

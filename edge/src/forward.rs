@@ -11,14 +11,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::ClientContext;
 use tokio::sync::{watch, Notify};
 
-use crate::config::{is_secret_property, KafkaConfig};
+use edgeflow_wire::clock::now_ms;
+use edgeflow_wire::kafka::{is_secret_property, producer_config};
+
+use crate::config::KafkaConfig;
 use crate::disklog::DiskLog;
 use crate::metrics::Metrics;
 use crate::quarantine::Quarantine;
@@ -71,7 +73,7 @@ impl ProducerContext for Deliveries {
                 lock(&s.log).ack(seq as u64);
                 s.metrics.delivered.fetch_add(1, Relaxed);
                 if let Some(sent) = m.timestamp().to_millis() {
-                    let ms = crate::agent::now_ms().saturating_sub(sent).max(0);
+                    let ms = now_ms().saturating_sub(sent).max(0);
                     s.metrics.observe_delivery(ms as u64 * 1000);
                 }
             }
@@ -88,17 +90,11 @@ impl ProducerContext for Deliveries {
 
 type DeliveringProducer = ThreadedProducer<Deliveries>;
 
-fn client_config(cfg: &KafkaConfig) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    // User properties first, so that the guarantee below always wins (the config check
-    // refuses properties that would try to change it).
-    for (k, v) in &cfg.properties {
-        c.set(k, v);
-    }
-    c.set("bootstrap.servers", &cfg.brokers)
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("compression.type", &cfg.compression)
+fn client_config(cfg: &KafkaConfig) -> rdkafka::ClientConfig {
+    // The guarantee wins over the user's properties (the config check refuses
+    // properties that would try to change it), and so do the forwarder's own settings.
+    let mut c = producer_config(&cfg.brokers, &cfg.properties, &[]);
+    c.set("compression.type", &cfg.compression)
         .set("partitioner", &cfg.partitioner)
         .set("linger.ms", "5")
         // Never give up on a record: the disk log holds it until Kafka takes it.
@@ -267,7 +263,7 @@ pub async fn run(
                 let mut br = BaseRecord::with_opaque_to(topics.name(rec.topic), seq as usize)
                     .payload(rec.value)
                     .headers(headers)
-                    .timestamp(crate::agent::now_ms());
+                    .timestamp(now_ms());
                 if !rec.key.is_empty() {
                     br = br.key(rec.key);
                 }

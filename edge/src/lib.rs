@@ -21,8 +21,11 @@ pub mod quarantine;
 pub mod record;
 pub mod redelivery;
 pub mod topic;
-pub mod units;
 pub mod window;
-pub mod wire;
+
+/// The wire format the agent writes (its own crate, shared with the processors).
+pub use edgeflow_wire as wire;
+/// Config value types (shared with the processors).
+pub use edgeflow_wire::units;
 
 pub use error::{Error, Result};

@@ -12,7 +12,7 @@
 //! readings: see [`crate::redelivery`]): `u8 3 | u16 packet id | u64 digest`
 //! (strings are `u16 len | UTF-8`, an absent site is len 0xFFFF).
 
-use crate::wire::{Reader, WireError};
+use edgeflow_wire::{put_str, Reader, WireError};
 
 const OUT_VERSION: u8 = 1;
 
@@ -67,7 +67,7 @@ pub fn encode_out(
 
 /// Decodes a forward-log record.
 pub fn decode_out(bytes: &[u8]) -> Result<OutRecord<'_>, WireError> {
-    let mut r = Reader { b: bytes, pos: 0 };
+    let mut r = Reader::new(bytes);
     let v = r.u8()?;
     if v != OUT_VERSION {
         return Err(WireError::Version(v));
@@ -96,14 +96,6 @@ fn put_bytes16(buf: &mut Vec<u8>, b: &[u8]) {
     let n = b.len().min(u16::MAX as usize);
     buf.extend_from_slice(&(n as u16).to_le_bytes());
     buf.extend_from_slice(&b[..n]);
-}
-
-fn put_str(buf: &mut Vec<u8>, s: &str) {
-    let mut end = s.len().min(u16::MAX as usize - 1);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    put_bytes16(buf, &s.as_bytes()[..end]);
 }
 
 /// One input-journal entry.
@@ -160,7 +152,7 @@ pub fn encode_journal(buf: &mut Vec<u8>, e: &JournalEntry<'_>) {
 
 /// Decodes a journal entry.
 pub fn decode_journal(bytes: &[u8]) -> Result<JournalEntry<'_>, WireError> {
-    let mut r = Reader { b: bytes, pos: 0 };
+    let mut r = Reader::new(bytes);
     match r.u8()? {
         1 => {
             let ts = r.i64()?;

@@ -54,35 +54,8 @@ impl WindowSpec {
     }
 }
 
-/// A closed window's aggregate (or a correction for one).
-#[derive(Clone, Debug, PartialEq)]
-pub struct Aggregate {
-    pub sensor: Arc<str>,
-    pub site: Option<Arc<str>>,
-    pub field: Arc<str>,
-    pub window_start: i64,
-    pub window_end: i64,
-    /// 0 for the window itself; for a correction, the late reading's journal seq + 1.
-    pub revision: u64,
-    pub count: u64,
-    pub min: f64,
-    pub max: f64,
-    pub sum: f64,
-    pub first_ts: i64,
-    pub first: f64,
-    pub last_ts: i64,
-    pub last: f64,
-}
-
-impl Aggregate {
-    pub fn mean(&self) -> f64 {
-        if self.count == 0 {
-            0.0
-        } else {
-            self.sum / self.count as f64
-        }
-    }
-}
+/// A closed window's aggregate (or a correction for one): the wire format's record.
+pub use edgeflow_wire::Aggregate;
 
 /// Running statistics of one open window.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]

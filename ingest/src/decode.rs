@@ -19,7 +19,7 @@ use datafusion::arrow::array::{
     TimestampMillisecondBuilder, UInt64Builder,
 };
 use datafusion::arrow::compute::kernels::cast_utils::string_to_timestamp_nanos;
-use edgeflow_edge::wire::{self, AggregateRecord, ReadingRecord};
+use edgeflow_wire::{self as wire, AggregateRecord, ReadingRecord};
 use serde_json::Value;
 
 use crate::format::{ColumnType, Format, FormatKind};
@@ -591,7 +591,7 @@ mod tests;
 mod max_future_tests {
     use std::sync::Arc;
 
-    use edgeflow_edge::window::Aggregate;
+    use edgeflow_wire::Aggregate;
 
     use super::*;
     use crate::format::{ColumnType, Format, FormatKind};
@@ -692,13 +692,10 @@ mod max_future_tests {
         };
         for (encoding, write) in [
             (
-                edgeflow_edge::wire::ENCODING_BINARY,
-                edgeflow_edge::wire::aggregate_binary as fn(&str, &Aggregate, &mut Vec<u8>),
+                edgeflow_wire::ENCODING_BINARY,
+                edgeflow_wire::aggregate_binary as fn(&str, &Aggregate, &mut Vec<u8>),
             ),
-            (
-                edgeflow_edge::wire::ENCODING_JSON,
-                edgeflow_edge::wire::aggregate_json,
-            ),
+            (edgeflow_wire::ENCODING_JSON, edgeflow_wire::aggregate_json),
         ] {
             let (mut far, mut near) = (Vec::new(), Vec::new());
             write("gw", &agg(NOW + 3 * HOUR), &mut far);

@@ -36,11 +36,12 @@
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use datafusion::arrow::array::RecordBatch;
-use edgeflow_edge::wire;
-use rdkafka::config::ClientConfig;
+use edgeflow_wire as wire;
+use edgeflow_wire::clock::now_ms;
+use edgeflow_wire::kafka::consumer_config;
 use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
@@ -271,13 +272,6 @@ pub fn has_backlog(read: Option<i64>, end: Option<i64>, open_rows: usize) -> boo
         }
 }
 
-/// Wall-clock time in ms.
-fn wall_clock_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
 /// A Kafka consumer over a fixed set of assigned partitions.
 pub struct KafkaSource {
     consumer: StreamConsumer<ProgressContext>,
@@ -293,17 +287,14 @@ impl KafkaSource {
         if opts.batch_size == 0 {
             return Err(Error::Config("batch_size must be at least 1".into()));
         }
-        let mut config = ClientConfig::new();
-        config
-            .set("bootstrap.servers", &opts.brokers)
-            // librdkafka wants a group id even for `assign`; nothing joins or commits.
-            .set("group.id", "edgeflow-processor")
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest");
-        for (k, v) in &opts.properties {
-            config.set(k, v);
-        }
+        let mut config = consumer_config(
+            &opts.brokers,
+            &opts.properties,
+            &[
+                ("group.id", "edgeflow-processor"),
+                ("auto.offset.reset", "earliest"),
+            ],
+        );
         // The partitions' ends come with the statistics: the source needs them.
         let interval = PROGRESS_INTERVAL.as_millis().to_string();
         if let Some(v) = opts
@@ -443,7 +434,7 @@ impl KafkaSource {
                     let p = &mut self.parts[i];
                     p.next_offset = msg.offset() + 1;
                     p.read_to = Some(msg.offset() + 1);
-                    match p.decoder.push_at(&raw, wall_clock_ms()) {
+                    match p.decoder.push_at(&raw, now_ms()) {
                         Ok(()) => {
                             p.opened.get_or_insert_with(Instant::now);
                         }

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::RecordBatch;
+use edgeflow_wire::kafka::producer_config;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::ClientConfig;
 
 use crate::json::rows_as_json;
 use crate::{QueryShape, Result, Sink};
@@ -34,15 +34,12 @@ impl KafkaSink {
         topic: &str,
         properties: &BTreeMap<String, String>,
     ) -> Result<Self> {
-        let mut c = ClientConfig::new();
-        c.set("compression.type", "zstd").set("linger.ms", "5");
-        for (k, v) in properties {
-            c.set(k, v);
-        }
-        // After the user's properties: the delivery guarantee is not theirs to change.
-        c.set("bootstrap.servers", brokers)
-            .set("enable.idempotence", "true")
-            .set("acks", "all");
+        // The delivery guarantee comes after the user's properties: not theirs to change.
+        let c = producer_config(
+            brokers,
+            properties,
+            &[("compression.type", "zstd"), ("linger.ms", "5")],
+        );
         Ok(Self {
             name: name.to_string(),
             topic: topic.to_string(),

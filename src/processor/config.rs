@@ -11,8 +11,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use edgeflow_edge::units::HumanDuration;
 use edgeflow_ingest::format::{ColumnType, Format, FormatKind};
+use edgeflow_wire::units::HumanDuration;
 use serde::Deserialize;
 
 /// The whole file.
@@ -304,16 +304,13 @@ impl ProcessorConfig {
         if self.kafka.brokers.trim().is_empty() {
             problems.push("kafka.brokers: must not be empty".into());
         }
-        problems.extend(edgeflow_edge::config::reserved_property_problems(
+        problems.extend(edgeflow_wire::kafka::reserved_property_problems(
             "kafka.properties",
             self.kafka.properties.keys(),
             &[
-                &edgeflow_edge::config::GUARANTEE_PROPERTIES[..],
-                &[
-                    "bootstrap.servers",
-                    "enable.auto.commit",
-                    "enable.auto.offset.store",
-                ],
+                &edgeflow_wire::kafka::GUARANTEE_PROPERTIES[..],
+                &edgeflow_wire::kafka::NO_COMMIT_PROPERTIES[..],
+                &["bootstrap.servers"],
             ]
             .concat(),
         ));

@@ -1,17 +1,22 @@
 //! `edgeflow process`: a processor node.
 //!
 //! - [`config`]: the configuration (`configs/processor.toml`);
-//! - [`node`]: the loop from Kafka through the engine to the sinks;
+//! - [`node`]: streams, queries and sinks, and the statements that change them; `run`
+//!   (the loop from Kafka through the engine), `delivery` (rows to sinks, retries,
+//!   failed queries) and `queries_table` (`edgeflow_queries`) beside it;
 //! - [`control`]: `CREATE/DROP MATERIALIZED VIEW` (continuous queries at run time);
 //! - [`pg`]: the PostgreSQL wire protocol; [`http`]: `POST /sql`, `/metrics`, `/health`;
 //! - [`metrics`]: Prometheus counters.
 
 pub mod config;
 pub mod control;
+mod delivery;
 pub mod http;
 pub mod metrics;
 pub mod node;
 pub mod pg;
+mod queries_table;
+mod run;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -99,7 +104,7 @@ pub async fn run(
             addr.port(),
         )))
     };
-    let result = node::run(Arc::clone(&node), shutdown).await;
+    let result = run::run(Arc::clone(&node), shutdown).await;
     let _ = stop_tx.send(true);
     for t in tasks {
         let _ = t.await;

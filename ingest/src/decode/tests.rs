@@ -2,8 +2,8 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::{Float64Type, TimestampMillisecondType, UInt64Type};
-use edgeflow_edge::window::Aggregate;
-use edgeflow_edge::wire;
+use edgeflow_wire as wire;
+use edgeflow_wire::Aggregate;
 use proptest::prelude::*;
 
 use super::*;

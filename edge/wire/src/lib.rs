@@ -1,6 +1,11 @@
-//! The edge wire format (edge → Kafka) and the agent's own on-disk record bodies.
+//! `edgeflow-wire`: the edge wire format (edge → Kafka), shared by the agent that
+//! writes it and the processors that read it, so a processor build does not carry the
+//! agent (its MQTT client, disk log and HTTP server).
 //!
-//! `docs/wire-format.md` is the reference for consumers; this module implements it.
+//! `docs/wire-format.md` is the reference for consumers; this crate implements it. Also
+//! here, because both sides need them: the config value types ([`units`]), the Kafka
+//! client settings every client of the project starts from ([`kafka`]) and the wall
+//! clock ([`clock`]).
 //!
 //! Kafka records: key = sensor id (UTF-8), so one sensor's data stays in one partition.
 //! Headers:
@@ -13,9 +18,44 @@
 //! `(gateway, sensor, field, window_start, revision)`, a reading by
 //! `(gateway, sensor, field, ts)`.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
-use crate::window::Aggregate;
+pub mod clock;
+pub mod kafka;
+pub mod units;
+
+/// A closed window's aggregate (or a correction for one), as the agent's window
+/// aggregator emits it and the encoders below write it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Aggregate {
+    pub sensor: Arc<str>,
+    pub site: Option<Arc<str>>,
+    pub field: Arc<str>,
+    pub window_start: i64,
+    pub window_end: i64,
+    /// 0 for the window itself; for a correction, the late reading's journal seq + 1.
+    pub revision: u64,
+    pub count: u64,
+    pub min: f64,
+    pub max: f64,
+    pub sum: f64,
+    pub first_ts: i64,
+    pub first: f64,
+    pub last_ts: i64,
+    pub last: f64,
+}
+
+impl Aggregate {
+    pub fn mean(&self) -> f64 {
+        if self.count == 0 {
+            0.0
+        } else {
+            self.sum / self.count as f64
+        }
+    }
+}
 
 /// Header names.
 pub const HEADER_ENCODING: &str = "edgeflow-encoding";
@@ -313,7 +353,7 @@ pub struct ReadingView<'a> {
 
 /// Decodes a binary-v1 aggregate without copying its strings.
 pub fn decode_aggregate_binary(bytes: &[u8]) -> Result<AggregateView<'_>, WireError> {
-    let mut r = Reader { b: bytes, pos: 0 };
+    let mut r = Reader::new(bytes);
     r.header(KIND_AGGREGATE)?;
     Ok(AggregateView {
         gateway: r.str()?,
@@ -336,7 +376,7 @@ pub fn decode_aggregate_binary(bytes: &[u8]) -> Result<AggregateView<'_>, WireEr
 
 /// Decodes a binary-v1 reading without copying its strings.
 pub fn decode_reading_binary(bytes: &[u8]) -> Result<ReadingView<'_>, WireError> {
-    let mut r = Reader { b: bytes, pos: 0 };
+    let mut r = Reader::new(bytes);
     r.header(KIND_READING)?;
     Ok(ReadingView {
         gateway: r.str()?,
@@ -376,7 +416,9 @@ pub fn decode_reading(encoding: &str, bytes: &[u8]) -> Result<ReadingRecord, Wir
     }
 }
 
-fn put_str(buf: &mut Vec<u8>, s: &str) {
+/// Appends `s` as a u16 little-endian length and its bytes (the binary encodings'
+/// strings; also the agent's disk records).
+pub fn put_str(buf: &mut Vec<u8>, s: &str) {
     // Names longer than 65,534 bytes are cut at a char boundary; ids are short in practice.
     let mut end = s.len().min(u16::MAX as usize - 1);
     while !s.is_char_boundary(end) {
@@ -393,13 +435,19 @@ fn put_opt_str(buf: &mut Vec<u8>, s: Option<&str>) {
     }
 }
 
-/// A bounds-checked little-endian reader.
-pub(crate) struct Reader<'a> {
-    pub(crate) b: &'a [u8],
-    pub(crate) pos: usize,
+/// A bounds-checked little-endian reader (of the binary encodings; also the agent's
+/// disk records).
+pub struct Reader<'a> {
+    b: &'a [u8],
+    pos: usize,
 }
 
 impl<'a> Reader<'a> {
+    /// Reads `b` from its first byte.
+    pub fn new(b: &'a [u8]) -> Self {
+        Reader { b, pos: 0 }
+    }
+
     fn header(&mut self, kind: u8) -> Result<(), WireError> {
         let v = self.u8()?;
         if v != BINARY_VERSION {
@@ -411,7 +459,7 @@ impl<'a> Reader<'a> {
         }
         Ok(())
     }
-    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
+    pub fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
         let end = self
             .pos
             .checked_add(n)
@@ -423,36 +471,36 @@ impl<'a> Reader<'a> {
         self.pos = end;
         Ok(s)
     }
-    pub(crate) fn u8(&mut self) -> Result<u8, WireError> {
+    pub fn u8(&mut self) -> Result<u8, WireError> {
         Ok(self.take(1)?[0])
     }
-    pub(crate) fn u16(&mut self) -> Result<u16, WireError> {
+    pub fn u16(&mut self) -> Result<u16, WireError> {
         let mut a = [0u8; 2];
         a.copy_from_slice(self.take(2)?);
         Ok(u16::from_le_bytes(a))
     }
-    pub(crate) fn u32(&mut self) -> Result<u32, WireError> {
+    pub fn u32(&mut self) -> Result<u32, WireError> {
         let mut a = [0u8; 4];
         a.copy_from_slice(self.take(4)?);
         Ok(u32::from_le_bytes(a))
     }
-    pub(crate) fn u64(&mut self) -> Result<u64, WireError> {
+    pub fn u64(&mut self) -> Result<u64, WireError> {
         let mut a = [0u8; 8];
         a.copy_from_slice(self.take(8)?);
         Ok(u64::from_le_bytes(a))
     }
-    pub(crate) fn i64(&mut self) -> Result<i64, WireError> {
+    pub fn i64(&mut self) -> Result<i64, WireError> {
         Ok(self.u64()? as i64)
     }
-    pub(crate) fn f64(&mut self) -> Result<f64, WireError> {
+    pub fn f64(&mut self) -> Result<f64, WireError> {
         Ok(f64::from_bits(self.u64()?))
     }
-    pub(crate) fn str(&mut self) -> Result<&'a str, WireError> {
+    pub fn str(&mut self) -> Result<&'a str, WireError> {
         let n = self.u16()? as usize;
         let at = self.pos;
         std::str::from_utf8(self.take(n)?).map_err(|_| WireError::Utf8(at))
     }
-    pub(crate) fn opt_str(&mut self) -> Result<Option<&'a str>, WireError> {
+    pub fn opt_str(&mut self) -> Result<Option<&'a str>, WireError> {
         let save = self.pos;
         if self.u16()? == NO_SITE {
             return Ok(None);

@@ -1,0 +1,240 @@
+//! The node's loop: the Kafka source's batches, backlog reports and dead letters, and a
+//! tick every second (idle partitions may close windows; sinks hear the watermarks).
+//! One `select!` whose arms call a method each.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use edgeflow_ingest::decode::DeadLetter;
+use edgeflow_ingest::source::{KafkaSource, PartitionBatch, SourceEvent, SourceOptions};
+use edgeflow_wire::clock::now_ms;
+use edgeflow_wire::kafka::producer_config;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use tokio::sync::mpsc;
+
+use super::delivery::take_dead;
+use super::metrics::Metrics;
+use super::node::Node;
+
+/// Runs the node until `shutdown` resolves, or until something fails that would
+/// otherwise lose input (the source, the dead-letter topic): then it stops with that
+/// error. Sinks are flushed either way.
+pub async fn run(
+    node: Arc<Node>,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<()> {
+    let cfg = &node.config;
+    let opts = SourceOptions {
+        brokers: cfg.kafka.brokers.clone(),
+        properties: cfg.kafka.properties.clone(),
+        batch_size: cfg.ingest.batch_size,
+        linger: cfg.ingest.linger.0,
+    };
+    let source = KafkaSource::new(&opts, node.assignments.clone())?;
+    let (tx, mut rx) = mpsc::channel(64);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let source_task = tokio::spawn(source.run(tx, async {
+        let _ = stop_rx.await;
+    }));
+    let mut runner = Runner {
+        node: node.clone(),
+        dead_letters: DeadLetters {
+            producer: producer_config(&cfg.kafka.brokers, &cfg.kafka.properties, &[]).create()?,
+            topic: cfg.ingest.dead_letter_topic.clone(),
+        },
+    };
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+    tracing::info!(node = %cfg.node_id, partitions = node.assignments.len(), "processor running");
+    let outcome = loop {
+        let step = tokio::select! {
+            _ = &mut shutdown => break Ok(()),
+            _ = tick.tick() => runner.on_tick().await,
+            ev = rx.recv() => match ev {
+                Some(ev) => runner.on_source_event(ev).await,
+                // The source ended: it says why below.
+                None => break Ok(()),
+            },
+        };
+        if let Err(e) = step {
+            break Err(e);
+        }
+    };
+    let _ = stop_tx.send(());
+    let source = match source_task.await {
+        Ok(r) => r.context("the Kafka source stopped"),
+        Err(e) => Err(anyhow!("the Kafka source task ended abnormally: {e}")),
+    };
+    let flushed = node.flush_sinks().await;
+    tracing::info!("processor stopped");
+    outcome.and(source).and(flushed)
+}
+
+/// The node's loop: one method per kind of event.
+struct Runner {
+    node: Arc<Node>,
+    dead_letters: DeadLetters,
+}
+
+impl Runner {
+    /// Processing time passed: idle partitions may close windows; sinks hear the
+    /// queries' watermarks.
+    async fn on_tick(&mut self) -> Result<()> {
+        let now = now_ms();
+        let out = self.node.engine.lock().await.tick(now)?;
+        self.node.deliver(out, now).await;
+        self.node.watermarks().await;
+        Ok(())
+    }
+
+    async fn on_source_event(&mut self, ev: SourceEvent) -> Result<()> {
+        match ev {
+            SourceEvent::Batch(b) => self.on_batch(b).await,
+            SourceEvent::Backlog {
+                topic,
+                partition,
+                backlog,
+            } => {
+                let Some(stream) = self.node.topics.get(&topic) else {
+                    return Ok(());
+                };
+                self.node
+                    .engine
+                    .lock()
+                    .await
+                    .set_backlog(stream, partition, backlog, now_ms())
+                    .with_context(|| format!("stream `{stream}`: a partition's backlog"))
+            }
+            SourceEvent::DeadLetter { topic, letter } => {
+                self.node.metrics.observe_dead_letter(letter.reason);
+                self.dead_letters
+                    .send(&topic, &letter, &self.node.metrics)
+                    .await
+            }
+        }
+    }
+
+    /// A batch goes through every query on its stream. A query that fails stops on
+    /// its own; an error of the stream itself stops the node (nothing is skipped).
+    async fn on_batch(&mut self, b: PartitionBatch) -> Result<()> {
+        let Some(stream) = self.node.topics.get(&b.topic).cloned() else {
+            return Ok(());
+        };
+        self.node.metrics.observe_batch(&stream, b.batch.num_rows());
+        let now = now_ms();
+        let mut out = self
+            .node
+            .engine
+            .lock()
+            .await
+            .process(&stream, b.partition, b.batch, b.max_event_time, now)
+            .await
+            .with_context(|| {
+                format!(
+                    "stream `{stream}`, partition {}: a batch ending before offset {}",
+                    b.partition, b.next_offset
+                )
+            })?;
+        for letter in take_dead(&mut out) {
+            self.node.metrics.observe_dead_letter(letter.reason);
+            self.dead_letters
+                .send(&b.topic, &letter, &self.node.metrics)
+                .await?;
+        }
+        self.node.deliver(out, now).await;
+        Ok(())
+    }
+}
+
+/// The dead-letter topic's producer.
+struct DeadLetters {
+    producer: FutureProducer,
+    topic: String,
+}
+
+/// What is kept of a dead letter's payload when the whole is too large for the
+/// dead-letter topic.
+const TRUNCATED_PAYLOAD: usize = 1024;
+
+impl DeadLetters {
+    /// Writes a dead letter, retrying transient failures with backoff (the pipeline
+    /// waits). A payload too large for the topic is cut to its first bytes, with a
+    /// header giving its length. Any other lasting failure (no permission, no such
+    /// topic) is returned: the node stops rather than drop the record.
+    async fn send(&self, source_topic: &str, l: &DeadLetter, metrics: &Metrics) -> Result<()> {
+        let partition = l.partition.to_string();
+        let offset = l.offset.to_string();
+        let full_len = l.payload.len().to_string();
+        let mut truncated = false;
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let mut headers = OwnedHeaders::new()
+                .insert(Header {
+                    key: edgeflow_wire::HEADER_KIND,
+                    value: Some("dead-letter"),
+                })
+                .insert(Header {
+                    key: edgeflow_wire::HEADER_REASON,
+                    value: Some(l.reason.as_str()),
+                })
+                .insert(Header {
+                    key: edgeflow_wire::HEADER_DETAIL,
+                    value: Some(l.detail.as_str()),
+                })
+                .insert(Header {
+                    key: "edgeflow-source-topic",
+                    value: Some(source_topic),
+                })
+                .insert(Header {
+                    key: "edgeflow-source-partition",
+                    value: Some(partition.as_str()),
+                })
+                .insert(Header {
+                    key: "edgeflow-source-offset",
+                    value: Some(offset.as_str()),
+                });
+            let mut payload = l.payload.as_slice();
+            if truncated {
+                payload = &payload[..payload.len().min(TRUNCATED_PAYLOAD)];
+                headers = headers.insert(Header {
+                    key: HEADER_PAYLOAD_LENGTH,
+                    value: Some(full_len.as_str()),
+                });
+            }
+            let mut rec = FutureRecord::to(&self.topic)
+                .payload(payload)
+                .headers(headers);
+            if let Some(k) = &l.key {
+                rec = rec.key(k);
+            }
+            let Err((e, _)) = self.producer.send(rec, Duration::from_secs(30)).await else {
+                return Ok(());
+            };
+            metrics.dead_letter_errors.fetch_add(1, Ordering::Relaxed);
+            let too_large = e.rdkafka_error_code()
+                == Some(rdkafka::types::RDKafkaErrorCode::MessageSizeTooLarge);
+            if too_large && !truncated {
+                tracing::warn!(topic = %self.topic, bytes = l.payload.len(), "a dead letter is too large for its topic; writing its first {TRUNCATED_PAYLOAD} bytes");
+                truncated = true;
+            } else if edgeflow_sinks::kafka_retryable(&e) {
+                tracing::warn!(topic = %self.topic, error = %e, retry_in = ?backoff, "cannot write a dead letter; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            } else {
+                bail!(
+                    "cannot write a dead letter ({}, {source_topic} partition {partition} offset {offset}) to `{}`: {e}; \
+                     check `ingest.dead_letter_topic` and the client's permissions",
+                    l.reason,
+                    self.topic
+                );
+            }
+        }
+    }
+}
+
+/// Header of a dead letter whose payload was cut: the payload's whole length.
+pub const HEADER_PAYLOAD_LENGTH: &str = "edgeflow-payload-length";
