@@ -297,7 +297,7 @@ impl Pipeline {
                     let kept = self
                         .quarantine
                         .keep("journal", seq, &bytes, &e.to_string())?;
-                    self.metrics.quarantined_records.fetch_add(1, Relaxed);
+                    self.metrics.quarantined_records.inc();
                     tracing::error!(seq, error = %e, kept = %kept.display(), "undecodable journal entry quarantined");
                 }
             }
@@ -379,7 +379,7 @@ impl Pipeline {
     }
 
     async fn handle(&mut self, msg: Message) -> Result<()> {
-        self.metrics.payloads_in.fetch_add(1, Relaxed);
+        self.metrics.payloads_in.inc();
         if self.mode == Mode::Aggregate {
             if let Some(token) = &msg.ack {
                 // The journal keeps which deliveries it holds, so that the broker sending one
@@ -390,7 +390,7 @@ impl Pipeline {
                     digest: digest(&msg.topic, &msg.payload),
                 };
                 if self.deliveries.is_redelivery(d.pkid, msg.dup, d.digest) {
-                    self.metrics.redeliveries_skipped.fetch_add(1, Relaxed);
+                    self.metrics.redeliveries_skipped.inc();
                     tracing::debug!(
                         pkid = d.pkid,
                         "MQTT redelivery of a journaled message acknowledged again"
@@ -447,7 +447,7 @@ impl Pipeline {
 
     async fn accept_from(&mut self, buf: &DecodeBuf, arrival: i64) -> Result<()> {
         let n = buf.items.len();
-        self.metrics.readings_in.fetch_add(n as u64, Relaxed);
+        self.metrics.readings_in.inc_by(n as u64);
         let site = buf.site();
         for item in &buf.items {
             let (sensor, field, ts, value) =
@@ -482,7 +482,7 @@ impl Pipeline {
                     append_forward(&self.forward, &self.rec, &self.shutdown).await?;
                     self.forward_dirty = true;
                     self.forward_must_sync = true;
-                    self.metrics.readings_out.fetch_add(1, Relaxed);
+                    self.metrics.readings_out.inc();
                 }
                 Mode::Aggregate => {
                     let entry = JournalEntry::Reading {
@@ -603,8 +603,8 @@ impl Pipeline {
         self.out.shrink_to(1024);
         self.forward_dirty = true;
         let st = self.agg.stats();
-        self.metrics.late_readings.store(st.late, Relaxed);
-        self.metrics.late_dropped.store(st.late_dropped, Relaxed);
+        crate::metrics::set_total(&self.metrics.late_readings, st.late);
+        crate::metrics::set_total(&self.metrics.late_dropped, st.late_dropped);
         Ok(())
     }
 
@@ -648,13 +648,11 @@ impl Pipeline {
         self.forward_dirty |= appended;
         // Whatever did not fit (a full log under `block`) waits for room here.
         self.emit_out().await?;
-        self.metrics
-            .active_sensors
-            .store(self.agg.sensors() as u64, Relaxed);
+        self.metrics.active_sensors.set(self.agg.sensors() as u64);
         // Late readings that were dropped emit nothing, so refresh their counters here.
         let st = self.agg.stats();
-        self.metrics.late_readings.store(st.late, Relaxed);
-        self.metrics.late_dropped.store(st.late_dropped, Relaxed);
+        crate::metrics::set_total(&self.metrics.late_readings, st.late);
+        crate::metrics::set_total(&self.metrics.late_dropped, st.late_dropped);
         Ok(())
     }
 
@@ -676,9 +674,7 @@ impl Pipeline {
         if self.journal_dirty {
             if let Some(j) = self.journal.as_mut() {
                 tokio::task::block_in_place(|| j.sync())?;
-                self.metrics
-                    .journal_bytes
-                    .store(j.stats().bytes_on_disk, Relaxed);
+                self.metrics.journal_bytes.set(j.stats().bytes_on_disk);
             }
             self.journal_dirty = false;
         }
@@ -697,7 +693,7 @@ impl Pipeline {
         }
         if !self.pending_acks.is_empty() {
             acker.ack_all(std::mem::take(&mut self.pending_acks)).await;
-            self.metrics.group_commits.fetch_add(1, Relaxed);
+            self.metrics.group_commits.inc();
             crate::crash::point("commit.acked");
         }
         if self.forward_dirty {
@@ -770,9 +766,9 @@ fn encode_aggregate(
 
 fn count_aggregate(metrics: &Metrics, a: &Aggregate) {
     if a.revision == 0 {
-        metrics.aggregates_out.fetch_add(1, Relaxed);
+        metrics.aggregates_out.inc();
     } else {
-        metrics.corrections_out.fetch_add(1, Relaxed);
+        metrics.corrections_out.inc();
     }
 }
 
