@@ -4,7 +4,7 @@
 //! - [`node`]: the loop from Kafka through the engine to the sinks;
 //! - [`control`]: `CREATE/DROP MATERIALIZED VIEW` (continuous queries at run time);
 //! - [`pg`]: the PostgreSQL wire protocol; [`http`]: `POST /sql`, `/metrics`, `/health`;
-//! - [`metrics`]: Prometheus counters.
+//! - [`metrics`]: counters, gauges and histograms, exposed as OpenMetrics text.
 
 pub mod config;
 pub mod control;

@@ -9,7 +9,6 @@
 //! query cannot place (NULL window time) are dead-lettered like undecodable records.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -348,7 +347,7 @@ impl Node {
     /// Stops a query that cannot go on, saying why (in `/queries`, `edgeflow_queries`,
     /// the log and the metrics).
     async fn fail_query(&self, name: &str, error: &str) {
-        self.metrics.query_failures.fetch_add(1, Ordering::Relaxed);
+        self.metrics.query_failures.inc();
         tracing::error!(query = name, error, "continuous query failed and stopped");
         // Gone already if it was dropped meanwhile: nothing left to stop.
         let _ = self.engine.lock().await.fail_query(name, error);
@@ -361,7 +360,7 @@ impl Node {
         for out in outputs {
             if out.failed.is_some() {
                 // The engine stopped it and logged why.
-                self.metrics.query_failures.fetch_add(1, Ordering::Relaxed);
+                self.metrics.query_failures.inc();
                 continue;
             }
             let (shape, sinks, late_shape, late_sinks) = {
@@ -412,11 +411,11 @@ impl Node {
                     match s.watermark(&shape, wm).await {
                         Ok(()) => {}
                         Err(e) if e.is_retryable() => {
-                            self.metrics.sink_errors.fetch_add(1, Ordering::Relaxed);
+                            self.metrics.sink_errors.inc();
                             tracing::warn!(sink = s.name(), query = %info.name, error = %e, "sink failed at a watermark; retrying at the next one");
                         }
                         Err(e) => {
-                            self.metrics.sink_errors.fetch_add(1, Ordering::Relaxed);
+                            self.metrics.sink_errors.inc();
                             let error = format!("sink `{}` failed at a watermark: {e}", s.name());
                             self.fail_query(&info.name, &error).await;
                             break;
@@ -478,7 +477,7 @@ impl Node {
         Ok(())
     }
 
-    /// Prometheus text.
+    /// The metrics in the OpenMetrics text format.
     pub async fn metrics_text(&self) -> String {
         let infos = self.engine.lock().await.queries();
         self.metrics.render(&self.config.node_id, &infos, now_ms())
@@ -520,17 +519,15 @@ async fn write_with_retry(
     loop {
         match sink.write(shape, batch).await {
             Ok(()) => {
-                metrics
-                    .sink_rows
-                    .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+                metrics.sink_rows.inc_by(batch.num_rows() as u64);
                 return Ok(());
             }
             Err(e) if !e.is_retryable() => {
-                metrics.sink_errors.fetch_add(1, Ordering::Relaxed);
+                metrics.sink_errors.inc();
                 return Err(e);
             }
             Err(e) => {
-                metrics.sink_errors.fetch_add(1, Ordering::Relaxed);
+                metrics.sink_errors.inc();
                 tracing::warn!(sink = sink.name(), query = %shape.query, error = %e, retry_in = ?backoff, "sink write failed; retrying");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -743,7 +740,7 @@ impl DeadLetters {
             let Err((e, _)) = self.producer.send(rec, Duration::from_secs(30)).await else {
                 return Ok(());
             };
-            metrics.dead_letter_errors.fetch_add(1, Ordering::Relaxed);
+            metrics.dead_letter_errors.inc();
             let too_large = e.rdkafka_error_code()
                 == Some(rdkafka::types::RDKafkaErrorCode::MessageSizeTooLarge);
             if too_large && !truncated {
