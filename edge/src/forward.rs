@@ -71,14 +71,14 @@ impl ProducerContext for Deliveries {
         match result {
             Ok(m) => {
                 lock(&s.log).ack(seq as u64);
-                s.metrics.delivered.fetch_add(1, Relaxed);
+                s.metrics.delivered.inc();
                 if let Some(sent) = m.timestamp().to_millis() {
                     let ms = now_ms().saturating_sub(sent).max(0);
                     s.metrics.observe_delivery(ms as u64 * 1000);
                 }
             }
             Err((e, _)) => {
-                s.metrics.delivery_errors.fetch_add(1, Relaxed);
+                s.metrics.delivery_errors.inc();
                 if !s.failed.swap(true, SeqCst) {
                     tracing::warn!(seq, error = %e, "Kafka rejected a record; resending from the first unacknowledged with a new producer");
                 }
@@ -239,7 +239,7 @@ pub async fn run(
                         // aside rather than wedge the pipeline, or drop it.
                         match quarantine.keep("forward", seq, &bytes, &e.to_string()) {
                             Ok(kept) => {
-                                metrics.quarantined_records.fetch_add(1, Relaxed);
+                                metrics.quarantined_records.inc();
                                 tracing::error!(seq, error = %e, kept = %kept.display(), "undecodable forward-log record quarantined");
                                 lock(&log).ack(seq);
                             }
@@ -282,7 +282,7 @@ pub async fn run(
                         }
                         Err((e, _)) => {
                             shared.in_flight.fetch_sub(size, Relaxed);
-                            metrics.delivery_errors.fetch_add(1, Relaxed);
+                            metrics.delivery_errors.inc();
                             tracing::warn!(seq, error = %e, "could not enqueue record; will retry");
                             shared.failed.store(true, SeqCst);
                             break;
@@ -297,7 +297,7 @@ pub async fn run(
                 crate::crash::point("forward.sent");
             }
         }
-        let delivered = metrics.delivered.load(Relaxed);
+        let delivered = metrics.delivered.get();
         if delivered > last_delivered {
             last_delivered = delivered;
             error_backoff = Duration::from_millis(100);
@@ -310,13 +310,9 @@ pub async fn run(
             crate::crash::point("forward.acks_persisted");
             let st = l.stats();
             drop(l);
-            metrics
-                .log_pending_records
-                .store(st.pending_records, Relaxed);
-            metrics.log_bytes.store(st.bytes_on_disk, Relaxed);
-            metrics
-                .log_dropped_records
-                .store(st.dropped_records, Relaxed);
+            metrics.log_pending_records.set(st.pending_records);
+            metrics.log_bytes.set(st.bytes_on_disk);
+            crate::metrics::set_total(&metrics.log_dropped_records, st.dropped_records);
             last_persist = Instant::now();
         }
         if handed == 0 || room == 0 {

@@ -1,7 +1,6 @@
 //! Where a query's rows go: its sinks, written with retries for transient failures;
 //! a failure that will not go away stops the query, with the reason.
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::{bail, Result};
@@ -25,7 +24,7 @@ impl Node {
     /// Stops a query that cannot go on, saying why (in `/queries`, `edgeflow_queries`,
     /// the log and the metrics).
     pub(super) async fn fail_query(&self, name: &str, error: &str) {
-        self.metrics.query_failures.fetch_add(1, Ordering::Relaxed);
+        self.metrics.query_failures.inc();
         tracing::error!(query = name, error, "continuous query failed and stopped");
         // Gone already if it was dropped meanwhile: nothing left to stop.
         let _ = self.engine.lock().await.fail_query(name, error);
@@ -38,7 +37,7 @@ impl Node {
         for out in outputs {
             if out.failed.is_some() {
                 // The engine stopped it and logged why.
-                self.metrics.query_failures.fetch_add(1, Ordering::Relaxed);
+                self.metrics.query_failures.inc();
                 continue;
             }
             let (shape, sinks, late_shape, late_sinks) = {
@@ -89,11 +88,11 @@ impl Node {
                     match s.watermark(&shape, wm).await {
                         Ok(()) => {}
                         Err(e) if e.is_retryable() => {
-                            self.metrics.sink_errors.fetch_add(1, Ordering::Relaxed);
+                            self.metrics.sink_errors.inc();
                             tracing::warn!(sink = s.name(), query = %info.name, error = %e, "sink failed at a watermark; retrying at the next one");
                         }
                         Err(e) => {
-                            self.metrics.sink_errors.fetch_add(1, Ordering::Relaxed);
+                            self.metrics.sink_errors.inc();
                             let error = format!("sink `{}` failed at a watermark: {e}", s.name());
                             self.fail_query(&info.name, &error).await;
                             break;
@@ -143,17 +142,15 @@ async fn write_with_retry(
     loop {
         match sink.write(shape, batch).await {
             Ok(()) => {
-                metrics
-                    .sink_rows
-                    .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+                metrics.sink_rows.inc_by(batch.num_rows() as u64);
                 return Ok(());
             }
             Err(e) if !e.is_retryable() => {
-                metrics.sink_errors.fetch_add(1, Ordering::Relaxed);
+                metrics.sink_errors.inc();
                 return Err(e);
             }
             Err(e) => {
-                metrics.sink_errors.fetch_add(1, Ordering::Relaxed);
+                metrics.sink_errors.inc();
                 tracing::warn!(sink = sink.name(), query = %shape.query, error = %e, retry_in = ?backoff, "sink write failed; retrying");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));

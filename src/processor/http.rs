@@ -1,6 +1,6 @@
 //! HTTP: `POST /sql` (a statement in the body; JSON rows back, or an Arrow IPC stream
 //! with `Accept: application/vnd.apache.arrow.stream`), `GET /queries`,
-//! `GET /metrics` (Prometheus), `GET /health`.
+//! `GET /metrics` (OpenMetrics text), `GET /health`.
 
 use std::sync::Arc;
 
@@ -107,7 +107,7 @@ async fn queries(State(node): State<Arc<Node>>) -> Response {
 
 async fn metrics(State(node): State<Arc<Node>>) -> Response {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(header::CONTENT_TYPE, super::metrics::CONTENT_TYPE)],
         node.metrics_text().await,
     )
         .into_response()

@@ -6,7 +6,7 @@
 //!   failed queries) and `queries_table` (`edgeflow_queries`) beside it;
 //! - [`control`]: `CREATE/DROP MATERIALIZED VIEW` (continuous queries at run time);
 //! - [`pg`]: the PostgreSQL wire protocol; [`http`]: `POST /sql`, `/metrics`, `/health`;
-//! - [`metrics`]: Prometheus counters.
+//! - [`metrics`]: counters, gauges and histograms, exposed as OpenMetrics text.
 
 pub mod config;
 pub mod control;

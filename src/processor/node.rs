@@ -333,7 +333,7 @@ impl Node {
         Ok(())
     }
 
-    /// Prometheus text.
+    /// The metrics in the OpenMetrics text format.
     pub async fn metrics_text(&self) -> String {
         let infos = self.engine.lock().await.queries();
         self.metrics.render(&self.config.node_id, &infos, now_ms())

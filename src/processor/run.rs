@@ -2,7 +2,6 @@
 //! tick every second (idle partitions may close windows; sinks hear the watermarks).
 //! One `select!` whose arms call a method each.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -214,7 +213,7 @@ impl DeadLetters {
             let Err((e, _)) = self.producer.send(rec, Duration::from_secs(30)).await else {
                 return Ok(());
             };
-            metrics.dead_letter_errors.fetch_add(1, Ordering::Relaxed);
+            metrics.dead_letter_errors.inc();
             let too_large = e.rdkafka_error_code()
                 == Some(rdkafka::types::RDKafkaErrorCode::MessageSizeTooLarge);
             if too_large && !truncated {

@@ -1,7 +1,6 @@
 //! The group commit: the journal made durable first, then the aggregates built from it
 //! appended to the forward log and published, then the MQTT acknowledgements sent.
 
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -70,8 +69,8 @@ impl Pipeline {
         self.out.shrink_to(1024);
         self.forward_dirty = true;
         let st = self.agg.stats();
-        self.metrics.late_readings.store(st.late, Relaxed);
-        self.metrics.late_dropped.store(st.late_dropped, Relaxed);
+        crate::metrics::set_total(&self.metrics.late_readings, st.late);
+        crate::metrics::set_total(&self.metrics.late_dropped, st.late_dropped);
         Ok(())
     }
 
@@ -115,13 +114,11 @@ impl Pipeline {
         self.forward_dirty |= appended;
         // Whatever did not fit (a full log under `block`) waits for room here.
         self.emit_out().await?;
-        self.metrics
-            .active_sensors
-            .store(self.agg.sensors() as u64, Relaxed);
+        self.metrics.active_sensors.set(self.agg.sensors() as u64);
         // Late readings that were dropped emit nothing, so refresh their counters here.
         let st = self.agg.stats();
-        self.metrics.late_readings.store(st.late, Relaxed);
-        self.metrics.late_dropped.store(st.late_dropped, Relaxed);
+        crate::metrics::set_total(&self.metrics.late_readings, st.late);
+        crate::metrics::set_total(&self.metrics.late_dropped, st.late_dropped);
         Ok(())
     }
 
@@ -148,9 +145,7 @@ impl Pipeline {
         if self.journal_dirty {
             if let Some(j) = self.journal.as_mut() {
                 tokio::task::block_in_place(|| j.sync())?;
-                self.metrics
-                    .journal_bytes
-                    .store(j.stats().bytes_on_disk, Relaxed);
+                self.metrics.journal_bytes.set(j.stats().bytes_on_disk);
             }
             self.journal_dirty = false;
         }
@@ -169,7 +164,7 @@ impl Pipeline {
         }
         if !self.pending_acks.is_empty() {
             acker.ack_all(std::mem::take(&mut self.pending_acks)).await;
-            self.metrics.group_commits.fetch_add(1, Relaxed);
+            self.metrics.group_commits.inc();
             crate::crash::point("commit.acked");
         }
         if self.forward_dirty {
@@ -207,9 +202,9 @@ fn encode_aggregate(
 
 fn count_aggregate(metrics: &Metrics, a: &Aggregate) {
     if a.revision == 0 {
-        metrics.aggregates_out.fetch_add(1, Relaxed);
+        metrics.aggregates_out.inc();
     } else {
-        metrics.corrections_out.fetch_add(1, Relaxed);
+        metrics.corrections_out.inc();
     }
 }
 

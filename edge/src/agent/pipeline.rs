@@ -2,7 +2,6 @@
 //! the forward log (pass-through), rejected payloads dead-lettered; group commits,
 //! ticks and snapshots on their intervals.
 
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -149,7 +148,7 @@ impl Pipeline {
     }
 
     pub(super) async fn handle(&mut self, msg: Message) -> Result<()> {
-        self.metrics.payloads_in.fetch_add(1, Relaxed);
+        self.metrics.payloads_in.inc();
         if self.mode == Mode::Aggregate {
             if let Some(token) = &msg.ack {
                 // The journal keeps which deliveries it holds, so that the broker sending one
@@ -160,7 +159,7 @@ impl Pipeline {
                     digest: digest(&msg.topic, &msg.payload),
                 };
                 if self.deliveries.is_redelivery(d.pkid, msg.dup, d.digest) {
-                    self.metrics.redeliveries_skipped.fetch_add(1, Relaxed);
+                    self.metrics.redeliveries_skipped.inc();
                     tracing::debug!(
                         pkid = d.pkid,
                         "MQTT redelivery of a journaled message acknowledged again"
@@ -217,7 +216,7 @@ impl Pipeline {
 
     pub(super) async fn accept_from(&mut self, buf: &DecodeBuf, arrival: i64) -> Result<()> {
         let n = buf.items.len();
-        self.metrics.readings_in.fetch_add(n as u64, Relaxed);
+        self.metrics.readings_in.inc_by(n as u64);
         let site = buf.site();
         for item in &buf.items {
             let (sensor, field, ts, value) =
@@ -252,7 +251,7 @@ impl Pipeline {
                     append_forward(&self.forward, &self.rec, &self.shutdown).await?;
                     self.forward_dirty = true;
                     self.forward_must_sync = true;
-                    self.metrics.readings_out.fetch_add(1, Relaxed);
+                    self.metrics.readings_out.inc();
                 }
                 Mode::Aggregate => {
                     let entry = JournalEntry::Reading {

@@ -2,7 +2,6 @@
 //! atomically, then the journal truncated) and recovery from them.
 
 use std::path::Path;
-use std::sync::atomic::Ordering::Relaxed;
 
 use serde::{Deserialize, Serialize};
 
@@ -97,7 +96,7 @@ impl Pipeline {
                     let kept = self
                         .quarantine
                         .keep("journal", seq, &bytes, &e.to_string())?;
-                    self.metrics.quarantined_records.fetch_add(1, Relaxed);
+                    self.metrics.quarantined_records.inc();
                     tracing::error!(seq, error = %e, kept = %kept.display(), "undecodable journal entry quarantined");
                 }
             }

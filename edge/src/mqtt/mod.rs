@@ -16,7 +16,7 @@
 //! finite (Mosquitto: `max_inflight_messages 1000`, not 0).
 
 use std::sync::atomic::AtomicU64;
-use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -261,8 +261,8 @@ pub fn start(
                         }
                         Ok(rumqttc::v5::Event::Incoming(Packet::ConnAck(ack))) => {
                             backoff = backoff_min;
-                            metrics.mqtt_connected.store(true, Relaxed);
-                            metrics.mqtt_connects.fetch_add(1, Relaxed);
+                            metrics.set_mqtt_connected(true);
+                            metrics.mqtt_connects.inc();
                             tracing::info!(
                                 session_present = ack.session_present,
                                 "connected to MQTT broker (v5)"
@@ -295,8 +295,8 @@ pub fn start(
                             // The event loop has dropped the acknowledgements still queued
                             // for the lost connection; later ones must not reach the next.
                             current.fetch_add(1, SeqCst);
-                            metrics.mqtt_connected.store(false, Relaxed);
-                            metrics.mqtt_connection_errors.fetch_add(1, Relaxed);
+                            metrics.set_mqtt_connected(false);
+                            metrics.mqtt_connection_errors.inc();
                             tracing::warn!(error = %e, retry_in = ?backoff, "MQTT connection lost");
                             tokio::select! {
                                 _ = tokio::time::sleep(backoff) => {}
@@ -306,7 +306,7 @@ pub fn start(
                         }
                     }
                 }
-                metrics.mqtt_connected.store(false, Relaxed);
+                metrics.set_mqtt_connected(false);
             });
             Ok((Acker::V5 { client, connection }, rx, handle))
         }

@@ -14,7 +14,6 @@
 //! QoS 2 is received at least once: PUBREC is sent once the message is durable, PUBCOMP
 //! as soon as PUBREL arrives.
 
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -77,11 +76,11 @@ pub async fn run(
             r = session(&opts, connection, &tx, &mut acks, &metrics, &mut backoff) => r,
             _ = shutdown.wait_for(|s| *s) => break,
         };
-        metrics.mqtt_connected.store(false, Relaxed);
+        metrics.set_mqtt_connected(false);
         match result {
             Ok(()) => break,
             Err(e) => {
-                metrics.mqtt_connection_errors.fetch_add(1, Relaxed);
+                metrics.mqtt_connection_errors.inc();
                 tracing::warn!(error = %e, retry_in = ?backoff, "MQTT connection lost");
             }
         }
@@ -91,7 +90,7 @@ pub async fn run(
         }
         backoff = (backoff * 2).min(opts.reconnect_max);
     }
-    metrics.mqtt_connected.store(false, Relaxed);
+    metrics.set_mqtt_connected(false);
 }
 
 async fn connect(opts: &Options) -> Result<Box<dyn Stream>, String> {
@@ -158,8 +157,8 @@ async fn session(
         None => return Err("the broker closed the connection before CONNACK".into()),
     };
     *backoff = opts.reconnect_min;
-    metrics.mqtt_connected.store(true, Relaxed);
-    metrics.mqtt_connects.fetch_add(1, Relaxed);
+    metrics.set_mqtt_connected(true);
+    metrics.mqtt_connects.inc();
     tracing::info!(session_present, "connected to MQTT broker");
     let filters = opts
         .subscriptions
