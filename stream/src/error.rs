@@ -21,6 +21,12 @@ pub enum Error {
     /// Arrow failed building a batch.
     #[error("Arrow: {0}")]
     Arrow(#[from] datafusion::arrow::error::ArrowError),
+    /// A checkpoint could not be written or read as asked.
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
+    /// The checkpoint store failed (object storage).
+    #[error("checkpoint store: {0}")]
+    ObjectStore(#[from] object_store::Error),
     /// The ingest layer failed.
     #[error(transparent)]
     Ingest(#[from] edgeflow_ingest::Error),

@@ -1,6 +1,7 @@
 //! `edgeflow-stream`: the processor's operators and SQL over live streams.
 
 pub mod accum;
+pub mod checkpoint;
 pub mod engine;
 pub mod error;
 pub mod live;
