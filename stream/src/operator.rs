@@ -38,6 +38,13 @@
 //!
 //! Keys are Arrow row-format bytes (one byte string per distinct tuple of key values).
 //! Memory is bounded by the open windows: nothing outlives its window plus lateness.
+//!
+//! Both stages can be **snapshotted** into a value ([`PartitionState`],
+//! [`FinalState`]) and **restored** from it, between batches: a restored stage goes
+//! on exactly as the original would have, emitting the same rows in the same order
+//! (group slots and their reuse order are part of the state, because emission order
+//! and `first_value`/`last_value` ties follow them). Releasing a partition is taking
+//! its snapshot and dropping it; another runtime restores it.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -70,6 +77,53 @@ struct Group {
 
 /// No recent group for a key.
 const NO_GROUP: (i64, u32) = (i64::MIN, u32::MAX);
+
+/// One (key, window) group in a snapshot.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GroupState {
+    /// The group's slot: emission order among windows ending together follows it.
+    pub slot: u32,
+    /// The key in Arrow's row format (the query's row converter turns it into columns
+    /// for storage).
+    pub key: Box<[u8]>,
+    pub start: i64,
+    pub end: i64,
+    /// Final stage: changed since last emitted. First stage (sessions): holds rows not
+    /// yet handed over.
+    pub dirty: bool,
+    /// First stage (sessions): handed over before, kept for its lateness.
+    pub handed: bool,
+    /// One accumulator per aggregate of the query.
+    pub accs: Vec<Acc>,
+}
+
+/// The groups of a stage, as a value.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StoreState {
+    /// Live groups, by slot.
+    pub groups: Vec<GroupState>,
+    /// Slots in use or free: `groups` and `free` together cover `0..slots`.
+    pub slots: u32,
+    /// Free slots, in the order they are reused (last first).
+    pub free: Vec<u32>,
+    /// Sessions: each key's sessions (slots) in the order they are searched.
+    pub sessions: Vec<Vec<u32>>,
+}
+
+/// A first stage's state (one partition, or all partitions for session windows).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PartitionState {
+    pub store: StoreState,
+    pub late_rows: u64,
+    /// Sessions handed over before that took rows since (slots).
+    pub pending: Vec<u32>,
+}
+
+/// The final stage's state.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FinalState {
+    pub store: StoreState,
+}
 
 /// Groups indexed by (key, window), with their windows ordered by end.
 ///
@@ -114,6 +168,101 @@ impl GroupStore {
 
     fn len(&self) -> usize {
         self.by_end.len()
+    }
+
+    fn snapshot(&self) -> StoreState {
+        let n = self.kinds.len();
+        let groups = self
+            .groups
+            .iter()
+            .enumerate()
+            .filter_map(|(i, g)| {
+                let g = g.as_ref()?;
+                Some(GroupState {
+                    slot: i as u32,
+                    key: self.key_bytes[g.key as usize].clone(),
+                    start: g.start,
+                    end: g.end,
+                    dirty: g.dirty,
+                    handed: g.handed,
+                    accs: self.accs[i * n..(i + 1) * n].to_vec(),
+                })
+            })
+            .collect();
+        let mut sessions: Vec<Vec<u32>> = self.sessions.values().cloned().collect();
+        // Keys' lists are independent; a fixed order keeps snapshots comparable.
+        sessions.sort_unstable();
+        StoreState {
+            groups,
+            slots: self.groups.len() as u32,
+            free: self.free.clone(),
+            sessions,
+        }
+    }
+
+    fn restore(kinds: Arc<[AggKind]>, session: bool, st: StoreState) -> Result<Self, String> {
+        let n = kinds.len();
+        let mut s = Self::new(kinds, session);
+        let slots = st.slots as usize;
+        s.groups = (0..slots).map(|_| None).collect();
+        s.accs = vec![Acc::Count(0); slots * n];
+        for g in st.groups {
+            let slot = g.slot as usize;
+            if slot >= slots || s.groups[slot].is_some() {
+                return Err(format!("group slot {slot} is out of range or taken twice"));
+            }
+            if g.accs.len() != n {
+                return Err(format!(
+                    "a group has {} accumulators, the query {n}",
+                    g.accs.len()
+                ));
+            }
+            let key = s.key_id(&g.key);
+            s.key_refs[key as usize] += 1;
+            s.groups[slot] = Some(Group {
+                key,
+                start: g.start,
+                end: g.end,
+                dirty: g.dirty,
+                handed: g.handed,
+            });
+            for (to, a) in s.accs[slot * n..(slot + 1) * n].iter_mut().zip(g.accs) {
+                *to = a;
+            }
+            s.by_end.insert((g.end, g.slot));
+            if !session && s.fixed.insert((key, g.start), g.slot).is_some() {
+                return Err(format!(
+                    "two groups for one key and window start {}",
+                    g.start
+                ));
+            }
+        }
+        let holes: BTreeSet<u32> = (0..st.slots)
+            .filter(|&i| s.groups[i as usize].is_none())
+            .collect();
+        if holes != st.free.iter().copied().collect::<BTreeSet<u32>>()
+            || holes.len() != st.free.len()
+        {
+            return Err("the free slots do not match the groups".into());
+        }
+        s.free = st.free;
+        for list in st.sessions {
+            let keys: BTreeSet<u32> = list
+                .iter()
+                .map(|&i| {
+                    s.groups
+                        .get(i as usize)
+                        .and_then(Option::as_ref)
+                        .map(|g| g.key)
+                        .ok_or_else(|| format!("session slot {i} holds no group"))
+                })
+                .collect::<Result<_, _>>()?;
+            let [key] = keys.into_iter().collect::<Vec<_>>()[..] else {
+                return Err("a session list spans several keys, or none".into());
+            };
+            s.sessions.insert(key, list);
+        }
+        Ok(s)
     }
 
     #[inline]
@@ -498,6 +647,38 @@ impl PartitionWindows {
     pub fn late_rows(&self) -> u64 {
         self.late_rows
     }
+
+    /// The stage's state as a value (between batches).
+    pub fn snapshot(&self) -> PartitionState {
+        PartitionState {
+            store: self.store.snapshot(),
+            late_rows: self.late_rows,
+            pending: self.pending.clone(),
+        }
+    }
+
+    /// A stage that goes on from `state` exactly as the one it was taken from;
+    /// `spec`, `kinds` and the lateness are the query's. Fails when the state does not
+    /// fit them (say, from a query that has other aggregates).
+    pub fn restore(
+        spec: WindowSpec,
+        kinds: Arc<[AggKind]>,
+        allowed_lateness_ms: i64,
+        state: PartitionState,
+    ) -> Result<Self, String> {
+        let mut p = Self::new(spec, kinds.clone(), allowed_lateness_ms);
+        p.store = GroupStore::restore(kinds, p.store.session, state.store)?;
+        if let Some(bad) = state
+            .pending
+            .iter()
+            .find(|&&i| p.store.groups.get(i as usize).is_none_or(Option::is_none))
+        {
+            return Err(format!("pending session slot {bad} holds no group"));
+        }
+        p.late_rows = state.late_rows;
+        p.pending = state.pending;
+        Ok(p)
+    }
 }
 
 /// A window row ready to leave the query.
@@ -577,6 +758,25 @@ impl FinalWindows {
     /// Windows held (open or within lateness).
     pub fn groups(&self) -> usize {
         self.store.len()
+    }
+
+    /// The stage's state as a value (between batches).
+    pub fn snapshot(&self) -> FinalState {
+        FinalState {
+            store: self.store.snapshot(),
+        }
+    }
+
+    /// A stage that goes on from `state` exactly as the one it was taken from.
+    pub fn restore(
+        spec: WindowSpec,
+        kinds: Arc<[AggKind]>,
+        allowed_lateness_ms: i64,
+        state: FinalState,
+    ) -> Result<Self, String> {
+        let mut f = Self::new(spec, kinds.clone(), allowed_lateness_ms);
+        f.store = GroupStore::restore(kinds, f.store.session, state.store)?;
+        Ok(f)
     }
 }
 

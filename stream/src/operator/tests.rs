@@ -38,6 +38,8 @@ type Rows = Vec<(i64, Option<f64>)>;
 struct Outcome {
     rows: BTreeMap<Identity, Row>,
     late: BTreeSet<(usize, usize)>,
+    /// Everything the final stage emitted, in order.
+    log: Vec<Emitted>,
 }
 
 fn is_session(spec: WindowSpec) -> bool {
@@ -49,27 +51,53 @@ fn is_session(spec: WindowSpec) -> bool {
 /// query's watermark before it; then p's watermark advances to the batch's largest
 /// event time minus `delays[p]`, the query's watermark becomes the minimum over the
 /// partitions (none until each has delivered), and every first stage drains into the
-/// final stage, which emits.
-fn run(spec: WindowSpec, lateness: i64, delays: [i64; PARTITIONS], batches: &[Batch]) -> Outcome {
+/// final stage, which emits. With `cut = Some(b)`, every stage is snapshotted before
+/// batch `b`, dropped and restored from its snapshot (a restart from a checkpoint).
+fn run(
+    spec: WindowSpec,
+    lateness: i64,
+    delays: [i64; PARTITIONS],
+    batches: &[Batch],
+    cut: Option<usize>,
+) -> Outcome {
     let kinds: Arc<[AggKind]> = Arc::from(KINDS.to_vec());
     let mut parts: Vec<PartitionWindows> = (0..PARTITIONS)
         .map(|_| PartitionWindows::new(spec, kinds.clone(), lateness))
         .collect();
+    let fin_kinds = kinds.clone();
     let mut fin = FinalWindows::new(spec, kinds, lateness);
     let mut part_wm: [Option<i64>; PARTITIONS] = [None; PARTITIONS];
     let mut wm: Option<i64> = None;
     let mut rows = BTreeMap::new();
     let mut late = BTreeSet::new();
+    let mut log = Vec::new();
     let mut record = |emitted: Vec<Emitted>, w: i64| {
         for e in emitted {
             assert!(
                 e.end <= w,
                 "{e:?} emitted before the watermark {w} passed its end"
             );
+            log.push(e.clone());
             rows.insert((e.key[0], e.start), (e.end, e.values));
         }
     };
     for (b, (p, batch)) in batches.iter().enumerate() {
+        if cut == Some(b) {
+            let states: Vec<PartitionState> = parts.iter().map(|p| p.snapshot()).collect();
+            let final_state = fin.snapshot();
+            parts = states
+                .iter()
+                .map(|s| {
+                    let p = PartitionWindows::restore(spec, fin_kinds.clone(), lateness, s.clone())
+                        .expect("restores");
+                    assert_eq!(&p.snapshot(), s, "a restored stage snapshots the same");
+                    p
+                })
+                .collect();
+            fin = FinalWindows::restore(spec, fin_kinds.clone(), lateness, final_state.clone())
+                .expect("restores");
+            assert_eq!(fin.snapshot(), final_state);
+        }
         let stage = if is_session(spec) { 0 } else { *p };
         let keys: Vec<[u8; 1]> = batch.iter().map(|r| [r.0]).collect();
         let ts: Vec<i64> = batch.iter().map(|r| r.1).collect();
@@ -109,7 +137,7 @@ fn run(spec: WindowSpec, lateness: i64, delays: [i64; PARTITIONS], batches: &[Ba
         late.len() as u64,
         "late_rows counts the late rows"
     );
-    Outcome { rows, late }
+    Outcome { rows, late, log }
 }
 
 /// The expected answer, computed from the documented semantics alone (module docs of
@@ -262,8 +290,29 @@ fn close(x: Option<f64>, y: Option<f64>) -> bool {
     }
 }
 
-fn check(spec: WindowSpec, lateness: i64, delays: [i64; PARTITIONS], batches: Vec<Batch>) {
-    let got = run(spec, lateness, delays, &batches);
+/// Checks a run against the model, and a run restored from snapshots before batch
+/// `cut` (modulo the batches, so any cut, the first and the end included) against the
+/// uninterrupted run: the same rows in the same order, the same late rows.
+fn check(
+    spec: WindowSpec,
+    lateness: i64,
+    delays: [i64; PARTITIONS],
+    batches: Vec<Batch>,
+    cut: usize,
+) {
+    let got = run(spec, lateness, delays, &batches, None);
+    let resumed = run(
+        spec,
+        lateness,
+        delays,
+        &batches,
+        Some(cut % (batches.len() + 1)),
+    );
+    assert_eq!(
+        resumed.log, got.log,
+        "a restored run emits what an uninterrupted one does"
+    );
+    assert_eq!(resumed.late, got.late, "late rows after a restore");
     let want = model(spec, lateness, delays, &batches);
     assert_eq!(got.late, want.late, "late rows");
     for (id, (end, values, ties)) in &want.rows {
@@ -354,19 +403,19 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
     #[test]
-    fn tumbling_windows_match_the_model(b in batches(), size in 1i64..300, lateness in 0i64..400, d in delays()) {
-        check(WindowSpec::Tumble { size }, lateness, d, b);
+    fn tumbling_windows_match_the_model(b in batches(), size in 1i64..300, lateness in 0i64..400, d in delays(), cut in 0usize..20) {
+        check(WindowSpec::Tumble { size }, lateness, d, b, cut);
     }
 
     #[test]
-    fn hopping_windows_match_the_model(b in batches(), slide in 1i64..100, extra in 0i64..300, lateness in 0i64..400, d in delays()) {
+    fn hopping_windows_match_the_model(b in batches(), slide in 1i64..100, extra in 0i64..300, lateness in 0i64..400, d in delays(), cut in 0usize..20) {
         // Any size from the slide up, also sizes that are no multiple of it.
-        check(WindowSpec::Hop { slide, size: slide + extra }, lateness, d, b);
+        check(WindowSpec::Hop { slide, size: slide + extra }, lateness, d, b, cut);
     }
 
     #[test]
-    fn session_windows_match_the_model(b in batches(), gap in 1i64..200, lateness in 0i64..400, d in delays()) {
-        check(WindowSpec::Session { gap }, lateness, d, b);
+    fn session_windows_match_the_model(b in batches(), gap in 1i64..200, lateness in 0i64..400, d in delays(), cut in 0usize..20) {
+        check(WindowSpec::Session { gap }, lateness, d, b, cut);
     }
 }
 
