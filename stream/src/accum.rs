@@ -102,6 +102,46 @@ impl Sketch {
         self.n += o.n;
     }
 
+    /// The sketch as bytes (little-endian): zero count, total count, then the
+    /// positive and the negative buckets, each as a count of entries and
+    /// (index `i32`, count `u64`) pairs.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(24 + 12 * (self.pos.len() + self.neg.len()));
+        b.extend_from_slice(&self.zero.to_le_bytes());
+        b.extend_from_slice(&self.n.to_le_bytes());
+        for side in [&self.pos, &self.neg] {
+            b.extend_from_slice(&(side.len() as u32).to_le_bytes());
+            for (k, c) in side {
+                b.extend_from_slice(&k.to_le_bytes());
+                b.extend_from_slice(&c.to_le_bytes());
+            }
+        }
+        b
+    }
+
+    /// Reads [`Sketch::to_bytes`]; `None` for bytes it did not write.
+    pub fn from_bytes(mut b: &[u8]) -> Option<Self> {
+        fn take<const N: usize>(b: &mut &[u8]) -> Option<[u8; N]> {
+            let (head, rest) = b.split_first_chunk::<N>()?;
+            *b = rest;
+            Some(*head)
+        }
+        let zero = u64::from_le_bytes(take(&mut b)?);
+        let n = u64::from_le_bytes(take(&mut b)?);
+        let mut sides = [BTreeMap::new(), BTreeMap::new()];
+        for side in &mut sides {
+            let len = u32::from_le_bytes(take(&mut b)?);
+            for _ in 0..len {
+                let k = i32::from_le_bytes(take(&mut b)?);
+                let c = u64::from_le_bytes(take(&mut b)?);
+                side.insert(k, c);
+            }
+        }
+        let [pos, neg] = sides;
+        let counted = zero + pos.values().sum::<u64>() + neg.values().sum::<u64>();
+        (b.is_empty() && counted == n).then_some(Sketch { pos, neg, zero, n })
+    }
+
     /// The `q`-quantile (0 ≤ q ≤ 1), or `None` when empty.
     pub fn quantile(&self, q: f64) -> Option<f64> {
         if self.n == 0 {

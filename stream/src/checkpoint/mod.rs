@@ -21,11 +21,13 @@
 //! got a manifest once a newer epoch is complete.
 //!
 //! [`manifest`] and [`protocol`] decide (pure, property-tested); [`store`] moves the
-//! bytes (object storage through `object_store`).
+//! bytes (object storage through `object_store`); [`window_state`] encodes the window
+//! operators' state as Arrow IPC.
 
 pub mod manifest;
 pub mod protocol;
 pub mod store;
+pub mod window_state;
 
 pub use manifest::{Manifest, SourceOffset, StateFile};
 pub use protocol::{gc_plan, next_epoch, recovery_order, Listing};
