@@ -122,6 +122,15 @@ struct Running {
     error: Option<String>,
 }
 
+/// The file naming what a query's checkpointed state was taken for.
+const QUERY_FILE: &str = "query.json";
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct QueryIdentity {
+    sql: String,
+    allowed_lateness_ms: i64,
+}
+
 /// The processor's streams, tables and queries.
 pub struct Engine {
     pull: SessionContext,
@@ -397,6 +406,78 @@ impl Engine {
             )));
         }
         self.pull.deregister_table(name)?;
+        Ok(())
+    }
+
+    /// Every running query's state as checkpoint files, under `query=<name>/`: the
+    /// query's own files (see [`QueryRuntime::encode_state`]) and `query.json` with
+    /// what the state was taken for (its SQL and allowed lateness). A failed query's
+    /// state is left out (it may be half applied): after a restart it starts empty.
+    pub fn checkpoint_files(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        let mut files = Vec::new();
+        for q in self.queries.values().filter(|q| q.error.is_none()) {
+            let dir = format!("query={}", q.decl.name);
+            let id = QueryIdentity {
+                sql: q.decl.sql.clone(),
+                allowed_lateness_ms: q.decl.allowed_lateness_ms,
+            };
+            let id = serde_json::to_vec(&id).map_err(|e| Error::Checkpoint(e.to_string()))?;
+            files.push((format!("{dir}/{QUERY_FILE}"), id));
+            for (name, bytes) in q.runtime.encode_state(&q.runtime.snapshot())? {
+                files.push((format!("{dir}/{name}"), bytes));
+            }
+        }
+        Ok(files)
+    }
+
+    /// Restores every running query from checkpoint files written by
+    /// [`Engine::checkpoint_files`] (file name → bytes). A query without state in them
+    /// starts empty; state of a query that is no longer defined is skipped with a
+    /// warning; state of a query whose SQL or lateness changed since is refused (its
+    /// windows would not fit), naming the query.
+    pub fn restore_files(
+        &mut self,
+        files: &BTreeMap<String, impl AsRef<[u8]>>,
+        now_ms: i64,
+    ) -> Result<()> {
+        let mut by_query: BTreeMap<&str, BTreeMap<String, &[u8]>> = BTreeMap::new();
+        for (name, bytes) in files {
+            let Some((query, file)) = name.strip_prefix("query=").and_then(|r| r.split_once('/'))
+            else {
+                continue;
+            };
+            by_query
+                .entry(query)
+                .or_default()
+                .insert(file.to_string(), bytes.as_ref());
+        }
+        for (name, mut files) in by_query {
+            let Some(q) = self.queries.get_mut(name) else {
+                tracing::warn!(
+                    query = name,
+                    "the checkpoint holds state of a query that is not defined now; skipped"
+                );
+                continue;
+            };
+            let id: QueryIdentity = files
+                .remove(QUERY_FILE)
+                .ok_or_else(|| Error::Checkpoint(format!("query `{name}`: no `{QUERY_FILE}`")))
+                .and_then(|b| {
+                    serde_json::from_slice(b)
+                        .map_err(|e| Error::Checkpoint(format!("query `{name}`: {e}")))
+                })?;
+            if id.sql != q.decl.sql || id.allowed_lateness_ms != q.decl.allowed_lateness_ms {
+                return Err(Error::Checkpoint(format!(
+                    "query `{name}` changed since the checkpoint (its SQL or allowed lateness \
+                     differs), so its windows in the checkpoint do not fit it; give the changed \
+                     query a new name, or remove the checkpoint to start over"
+                )));
+            }
+            q.runtime
+                .decode_state(&files)
+                .and_then(|st| q.runtime.restore(st, now_ms))
+                .map_err(|e| Error::Checkpoint(format!("query `{name}`: {e}")))?;
+        }
         Ok(())
     }
 
@@ -813,5 +894,92 @@ mod tests {
         e.fail_query("numeric", "later").expect("exists");
         assert_eq!(info(&e, "numeric").error, Some(error));
         assert!(e.fail_query("nope", "x").is_err());
+    }
+
+    /// Rows of query outputs, printed (order kept).
+    fn printed(outputs: &[QueryOutput]) -> Vec<String> {
+        outputs
+            .iter()
+            .flat_map(|o| &o.rows)
+            .map(|b| {
+                datafusion::arrow::util::pretty::pretty_format_batches(std::slice::from_ref(b))
+                    .expect("prints")
+                    .to_string()
+            })
+            .collect()
+    }
+
+    /// One partition's batch: (partition, rows `(sensor, ts, at)`).
+    type Step = (i32, Vec<(&'static str, i64, Option<i64>)>);
+
+    async fn feed(e: &mut Engine, steps: &[Step], from: usize) -> Vec<QueryOutput> {
+        let mut out = Vec::new();
+        for (k, (p, rows)) in steps.iter().enumerate().skip(from) {
+            let (b, max) = batch(rows);
+            out.extend(e.process("s", *p, b, max, k as i64).await.expect("process"));
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn an_engine_restored_from_checkpoint_files_goes_on_as_the_original() {
+        let sql = "SELECT sensor, tumble(ts, INTERVAL '1 minute') AS minute, count(*) AS n, \
+                   sum(value) AS total, approx_median(value) AS mid \
+                   FROM s GROUP BY sensor, tumble(ts, INTERVAL '1 minute')";
+        // Two partitions, minutes interleaved, closing as both move on.
+        let steps: Vec<Step> = (0..12)
+            .map(|i| {
+                let t = T0 + i as i64 * 20_000;
+                (
+                    i % 2,
+                    vec![
+                        ("a", t, None),
+                        ("b", t + 1_000, None),
+                        ("a", t + 5_000, None),
+                    ],
+                )
+            })
+            .collect();
+        let mut whole = engine_with(sql).await;
+        let all = feed(&mut whole, &steps, 0).await;
+        assert!(printed(&all).len() >= 3, "minutes close along the way");
+        for cut in [0, 1, 5, 12] {
+            let mut first = engine_with(sql).await;
+            feed(&mut first, &steps[..cut], 0).await;
+            let files: BTreeMap<String, Vec<u8>> = first
+                .checkpoint_files()
+                .expect("files")
+                .into_iter()
+                .collect();
+            assert!(
+                files.contains_key("query=q/query.json"),
+                "{:?}",
+                files.keys()
+            );
+            let mut restored = engine_with(sql).await;
+            restored.restore_files(&files, 100).expect("restores");
+            let rest = feed(&mut restored, &steps, cut).await;
+            assert!(
+                cut == 12 || !rest.is_empty(),
+                "cut {cut}: the restored engine emits"
+            );
+            // What the uninterrupted engine emitted from the cut on, row for row.
+            let mut tail = engine_with(sql).await;
+            let before = feed(&mut tail, &steps[..cut], 0).await;
+            assert_eq!(
+                printed(&rest),
+                printed(&all)[printed(&before).len()..].to_vec(),
+                "cut before batch {cut}"
+            );
+        }
+        // State of a query whose SQL changed is refused, naming it.
+        let mut other = engine_with(&sql.replace("count(*)", "count(value)")).await;
+        let files: BTreeMap<String, Vec<u8>> = whole
+            .checkpoint_files()
+            .expect("files")
+            .into_iter()
+            .collect();
+        let e = other.restore_files(&files, 0).unwrap_err().to_string();
+        assert!(e.contains("query `q` changed"), "{e}");
     }
 }

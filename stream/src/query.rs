@@ -14,7 +14,8 @@ use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::physical_plan::collect;
 use datafusion::physical_plan::execution_plan::reset_plan_states;
 
-use crate::operator::{Emitted, FinalWindows, PartitionWindows};
+use crate::checkpoint::window_state;
+use crate::operator::{Emitted, FinalState, FinalWindows, PartitionState, PartitionWindows};
 use crate::plan::{Compiled, CompiledKind, PostStep, WindowedPlan};
 use crate::watermark::WatermarkTracker;
 use crate::{Error, Result};
@@ -40,6 +41,30 @@ pub struct QueryStats {
     pub rows_out: u64,
     pub late_rows: u64,
     pub open_groups: u64,
+}
+
+/// A query's state on this processor, as a value: what a checkpoint keeps of it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct QueryState {
+    /// The query's watermark.
+    pub watermark: Option<i64>,
+    /// Each partition's watermark.
+    pub partition_watermarks: BTreeMap<i32, Option<i64>>,
+    /// First stages by slot: the partition, or 0 for session windows' shared stage.
+    pub stages: BTreeMap<i32, PartitionState>,
+    /// The final stage (windowed queries).
+    pub fin: Option<FinalState>,
+}
+
+/// The file of a query's state holding its watermarks.
+const WATERMARKS_FILE: &str = "watermarks.json";
+/// The file holding the final stage.
+const FINAL_FILE: &str = "final.arrow";
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Watermarks {
+    watermark: Option<i64>,
+    partitions: BTreeMap<i32, Option<i64>>,
 }
 
 /// A continuous query's runtime state on this processor.
@@ -132,6 +157,123 @@ impl QueryRuntime {
             .sum::<u64>()
             + self.fin.as_ref().map_or(0, |f| f.groups() as u64);
         s
+    }
+
+    /// The query's state as a value (between batches).
+    pub fn snapshot(&self) -> QueryState {
+        let (watermark, partition_watermarks) = self.watermarks.snapshot();
+        QueryState {
+            watermark,
+            partition_watermarks,
+            stages: self
+                .partitions
+                .iter()
+                .map(|(p, w)| (*p, w.snapshot()))
+                .collect(),
+            fin: self.fin.as_ref().map(FinalWindows::snapshot),
+        }
+    }
+
+    /// Takes the state of [`QueryRuntime::snapshot`] (of this query) back at `now_ms`:
+    /// it goes on exactly as the runtime it was taken from.
+    pub fn restore(&mut self, state: QueryState, now_ms: i64) -> Result<()> {
+        let bad = |e: String| Error::Checkpoint(e);
+        match &self.compiled.kind {
+            CompiledKind::Windowed(w) => {
+                let mut stages = BTreeMap::new();
+                for (p, st) in state.stages {
+                    let stage =
+                        PartitionWindows::restore(w.spec, w.kinds.clone(), self.lateness, st)
+                            .map_err(|e| bad(format!("partition {p}: {e}")))?;
+                    stages.insert(p, stage);
+                }
+                let fin = match state.fin {
+                    Some(f) => FinalWindows::restore(w.spec, w.kinds.clone(), self.lateness, f)
+                        .map_err(|e| bad(format!("final stage: {e}")))?,
+                    None => FinalWindows::new(w.spec, w.kinds.clone(), self.lateness),
+                };
+                self.partitions = stages;
+                self.fin = Some(fin);
+            }
+            CompiledKind::Stateless(_) if !state.stages.is_empty() || state.fin.is_some() => {
+                return Err(bad("window state for a query without windows".into()));
+            }
+            CompiledKind::Stateless(_) => {}
+        }
+        self.watermarks
+            .restore(state.watermark, &state.partition_watermarks, now_ms);
+        Ok(())
+    }
+
+    /// A state as files (name, bytes): the watermarks as JSON, each stage as Arrow IPC
+    /// (see [`crate::checkpoint::window_state`]).
+    pub fn encode_state(&self, state: &QueryState) -> Result<Vec<(String, Vec<u8>)>> {
+        let marks = Watermarks {
+            watermark: state.watermark,
+            partitions: state.partition_watermarks.clone(),
+        };
+        let mut files = vec![(
+            WATERMARKS_FILE.to_string(),
+            serde_json::to_vec(&marks).map_err(|e| Error::Checkpoint(e.to_string()))?,
+        )];
+        if let CompiledKind::Windowed(w) = &self.compiled.kind {
+            let keys = self.converter.as_ref();
+            for (p, st) in &state.stages {
+                files.push((
+                    format!("stage={p}.arrow"),
+                    window_state::encode_partition(st, &w.kinds, keys)?,
+                ));
+            }
+            if let Some(f) = &state.fin {
+                files.push((
+                    FINAL_FILE.to_string(),
+                    window_state::encode_final(f, &w.kinds, keys)?,
+                ));
+            }
+        }
+        Ok(files)
+    }
+
+    /// Reads [`QueryRuntime::encode_state`]'s files (name → bytes).
+    pub fn decode_state(&self, files: &BTreeMap<String, impl AsRef<[u8]>>) -> Result<QueryState> {
+        let bad = |e: String| Error::Checkpoint(e);
+        let marks: Watermarks = files
+            .get(WATERMARKS_FILE)
+            .ok_or_else(|| bad(format!("no `{WATERMARKS_FILE}`")))
+            .and_then(|b| serde_json::from_slice(b.as_ref()).map_err(|e| bad(e.to_string())))?;
+        let mut state = QueryState {
+            watermark: marks.watermark,
+            partition_watermarks: marks.partitions,
+            ..Default::default()
+        };
+        for (name, bytes) in files {
+            let CompiledKind::Windowed(w) = &self.compiled.kind else {
+                if name != WATERMARKS_FILE {
+                    return Err(bad(format!(
+                        "`{name}`: window state for a query without windows"
+                    )));
+                }
+                continue;
+            };
+            let keys = self.converter.as_ref();
+            if name == FINAL_FILE {
+                state.fin = Some(window_state::decode_final(bytes.as_ref(), &w.kinds, keys)?);
+            } else if let Some(p) = name
+                .strip_prefix("stage=")
+                .and_then(|r| r.strip_suffix(".arrow"))
+            {
+                let p: i32 = p
+                    .parse()
+                    .map_err(|_| bad(format!("`{name}` names no partition")))?;
+                state.stages.insert(
+                    p,
+                    window_state::decode_partition(bytes.as_ref(), &w.kinds, keys)?,
+                );
+            } else if name != WATERMARKS_FILE {
+                return Err(bad(format!("`{name}` is not a file of a query's state")));
+            }
+        }
+        Ok(state)
     }
 
     /// Starts tracking a partition (so the watermark waits for it).

@@ -137,6 +137,38 @@ impl WatermarkTracker {
             .is_some_and(|p| p.idle(now_ms, self.idle_timeout))
     }
 
+    /// The event-time part of the state, for a checkpoint: the query's watermark and
+    /// each partition's. (Idleness and backlogs are about processing time and the
+    /// source: a restored tracker starts them afresh.)
+    pub fn snapshot(&self) -> (Option<i64>, BTreeMap<i32, Option<i64>>) {
+        (
+            self.current,
+            self.partitions
+                .iter()
+                .map(|(p, s)| (*p, s.watermark))
+                .collect(),
+        )
+    }
+
+    /// Takes back [`WatermarkTracker::snapshot`]'s state at `now_ms`: the watermarks
+    /// as they were, every partition's idle clock starting now, no backlog known.
+    pub fn restore(
+        &mut self,
+        current: Option<i64>,
+        partitions: &BTreeMap<i32, Option<i64>>,
+        now_ms: i64,
+    ) {
+        self.current = current;
+        self.partitions = partitions
+            .iter()
+            .map(|(p, w)| {
+                let mut s = Partition::new(now_ms);
+                s.watermark = *w;
+                (*p, s)
+            })
+            .collect();
+    }
+
     fn advance(&mut self, now_ms: i64) -> Option<i64> {
         let mut min_active: Option<i64> = None;
         let mut any_active = false;
