@@ -210,6 +210,22 @@ pub trait Sink: Send + Sync {
     async fn flush(&self, _shape: &QueryShape) -> Result<()> {
         Ok(())
     }
+
+    /// What the sink holds for a query that is not written yet, as bytes for a
+    /// checkpoint (`None` when it holds nothing between writes: its writes are the
+    /// state). Taken between batches.
+    async fn snapshot(&self, _shape: &QueryShape) -> Result<Option<Vec<u8>>> {
+        Ok(None)
+    }
+
+    /// Takes back what [`Sink::snapshot`] returned, before the query writes anything.
+    async fn restore(&self, shape: &QueryShape, _state: &[u8]) -> Result<()> {
+        Err(Error::Config(format!(
+            "sink `{}` keeps no state for query `{}`, yet a checkpoint holds some",
+            self.name(),
+            shape.query
+        )))
+    }
 }
 
 /// A shared sink.

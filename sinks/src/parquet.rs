@@ -15,6 +15,11 @@
 //! to a file named after the rows' identities, `...-late-<digest>.parquet`, so a replay
 //! overwrites that too. Open buckets live in memory until they are final; `flush`
 //! (on shutdown) writes them as they are, and a later complete write replaces them.
+//!
+//! The buckets held (open, and written but still held) are the sink's state in a
+//! checkpoint: an Arrow IPC stream of the query's schema with one batch per bucket,
+//! and the buckets' starts and flags as JSON in the schema's metadata
+//! (`edgeflow.parquet_buckets`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
@@ -35,6 +40,17 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use tokio::sync::Mutex;
 
 use crate::{identity_rows, last_per_identity, Error, QueryShape, Result, Sink};
+
+/// The schema metadata key listing the buckets of a Parquet sink's state.
+const STATE_KEY: &str = "edgeflow.parquet_buckets";
+
+/// A held bucket in a state: its start and flags (its rows are the matching batch).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct BucketState {
+    start: i64,
+    committed: bool,
+    dirty: bool,
+}
 
 #[derive(Default)]
 struct Bucket {
@@ -293,6 +309,74 @@ impl Sink for ParquetSink {
         Ok(())
     }
 
+    async fn snapshot(&self, shape: &QueryShape) -> Result<Option<Vec<u8>>> {
+        use datafusion::arrow::ipc::writer::StreamWriter;
+        let all = self.buckets.lock().await;
+        let Some(q) = all.get(&shape.query).filter(|q| !q.is_empty()) else {
+            return Ok(None);
+        };
+        let list: Vec<BucketState> = q
+            .iter()
+            .map(|(start, b)| BucketState {
+                start: *start,
+                committed: b.committed,
+                dirty: b.dirty,
+            })
+            .collect();
+        let json = serde_json::to_string(&list).map_err(|e| Error::Config(e.to_string()))?;
+        let schema = Arc::new(shape.schema.as_ref().clone().with_metadata(
+            std::collections::HashMap::from([(STATE_KEY.to_string(), json)]),
+        ));
+        let mut w = StreamWriter::try_new(Vec::new(), &schema)?;
+        for b in q.values() {
+            let rows = concat_batches(&shape.schema, &b.batches)?;
+            w.write(&RecordBatch::try_new(
+                schema.clone(),
+                rows.columns().to_vec(),
+            )?)?;
+        }
+        w.finish()?;
+        Ok(Some(w.into_inner()?))
+    }
+
+    async fn restore(&self, shape: &QueryShape, state: &[u8]) -> Result<()> {
+        use datafusion::arrow::ipc::reader::StreamReader;
+        let reader = StreamReader::try_new(state, None)?;
+        let refused = |why: String| {
+            Error::Config(format!(
+                "sink `{}`: the checkpointed buckets of query `{}` {why}",
+                self.name, shape.query
+            ))
+        };
+        let schema = reader.schema();
+        if schema.fields() != shape.schema.fields() {
+            return Err(refused("have other columns than the query".into()));
+        }
+        let list: Vec<BucketState> = schema
+            .metadata()
+            .get(STATE_KEY)
+            .ok_or_else(|| refused(format!("lack `{STATE_KEY}`")))
+            .and_then(|j| serde_json::from_str(j).map_err(|e| refused(e.to_string())))?;
+        let batches = reader.collect::<std::result::Result<Vec<_>, _>>()?;
+        if batches.len() != list.len() {
+            return Err(refused("do not match their list".into()));
+        }
+        let mut held = BTreeMap::new();
+        for (b, rows) in list.into_iter().zip(batches) {
+            let rows = RecordBatch::try_new(shape.schema.clone(), rows.columns().to_vec())?;
+            held.insert(
+                b.start,
+                Bucket {
+                    batches: vec![rows],
+                    committed: b.committed,
+                    dirty: b.dirty,
+                },
+            );
+        }
+        self.buckets.lock().await.insert(shape.query.clone(), held);
+        Ok(())
+    }
+
     /// Writes the query's open buckets as they are (on shutdown); a later complete
     /// write of the same bucket replaces them.
     async fn flush(&self, shape: &QueryShape) -> Result<()> {
@@ -319,6 +403,115 @@ impl Sink for ParquetSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use datafusion::arrow::array::{Int64Array, StringArray, TimestampMillisecondArray};
+    use datafusion::arrow::datatypes::{Field, Schema};
+
+    fn shape() -> QueryShape {
+        QueryShape {
+            query: "q".into(),
+            schema: Arc::new(Schema::new(vec![
+                Field::new("sensor", DataType::Utf8, true),
+                Field::new(
+                    "minute",
+                    DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+                    true,
+                ),
+                Field::new("n", DataType::Int64, true),
+            ])),
+            identity: vec![0, 1],
+            window_column: Some(1),
+            allowed_lateness_ms: 0,
+            window_len_ms: Some(60_000),
+        }
+    }
+
+    fn rows(rows: &[(&str, i64, i64)]) -> RecordBatch {
+        RecordBatch::try_new(
+            shape().schema,
+            vec![
+                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))),
+                Arc::new(
+                    TimestampMillisecondArray::from_iter_values(rows.iter().map(|r| r.1))
+                        .with_timezone("UTC"),
+                ),
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.2))),
+            ],
+        )
+        .expect("batch")
+    }
+
+    /// Every file under `dir`, by path relative to it, with its bytes.
+    fn files(dir: &std::path::Path) -> BTreeMap<String, Vec<u8>> {
+        let mut out = BTreeMap::new();
+        let mut todo = vec![dir.to_path_buf()];
+        while let Some(d) = todo.pop() {
+            for e in std::fs::read_dir(&d).expect("dir") {
+                let p = e.expect("entry").path();
+                if p.is_dir() {
+                    todo.push(p);
+                } else {
+                    let rel = p
+                        .strip_prefix(dir)
+                        .expect("under dir")
+                        .display()
+                        .to_string();
+                    out.insert(rel, std::fs::read(&p).expect("file"));
+                }
+            }
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn a_sink_restored_from_its_state_writes_the_files_the_original_writes() {
+        const MIN: i64 = 60_000;
+        let (a_dir, b_dir) = (
+            tempfile::tempdir().expect("dir"),
+            tempfile::tempdir().expect("dir"),
+        );
+        let path = |d: &tempfile::TempDir| d.path().display().to_string();
+        let a = ParquetSink::new("lake", &path(&a_dir), 2 * MIN, 2).expect("sink");
+        let b = ParquetSink::new("lake", &path(&b_dir), 2 * MIN, 2).expect("sink");
+        let s = shape();
+        assert_eq!(
+            a.snapshot(&s).await.expect("snapshot"),
+            None,
+            "nothing held"
+        );
+        // Bucket [0, 2 min) is written and held; bucket [2, 4 min) is open.
+        a.write(&s, &rows(&[("x", 0, 1), ("y", MIN, 2), ("x", 2 * MIN, 3)]))
+            .await
+            .expect("write");
+        a.watermark(&s, 3 * MIN).await.expect("watermark");
+        let state = a
+            .snapshot(&s)
+            .await
+            .expect("snapshot")
+            .expect("buckets held");
+        b.restore(&s, &state).await.expect("restore");
+        // From here both get the same: a window of the held bucket emitted again, more
+        // rows for the open one, and watermarks that write and then release both.
+        for sink in [&a, &b] {
+            sink.write(&s, &rows(&[("y", MIN, 5), ("z", 3 * MIN, 4)]))
+                .await
+                .expect("write");
+            sink.watermark(&s, 6 * MIN).await.expect("watermark");
+            sink.watermark(&s, 20 * MIN).await.expect("watermark");
+            assert_eq!(
+                sink.snapshot(&s).await.expect("snapshot"),
+                None,
+                "all released"
+            );
+        }
+        let (fa, fb) = (files(a_dir.path()), files(b_dir.path()));
+        assert_eq!(fa.len(), 2, "one file per bucket: {:?}", fa.keys());
+        assert_eq!(fa, fb, "the same files, byte for byte");
+        let mut other = shape();
+        other.schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, true)]));
+        let e = b.restore(&other, &state).await.unwrap_err().to_string();
+        assert!(e.contains("other columns"), "{e}");
+    }
 
     #[test]
     fn civil_dates() {
