@@ -22,6 +22,7 @@ use datafusion::prelude::{CsvReadOptions, ParquetReadOptions, SessionConfig, Ses
 use edgeflow_ingest::decode::{DeadLetter, DeadReason};
 use edgeflow_ingest::format::Format;
 
+use crate::checkpoint::{ipc_batches, ipc_bytes};
 use crate::live::LiveTable;
 use crate::plan::{compile, describe, planning_context, slot_table, Slot};
 use crate::query::{QueryRuntime, QueryStats};
@@ -124,6 +125,10 @@ struct Running {
 
 /// The file naming what a query's checkpointed state was taken for.
 const QUERY_FILE: &str = "query.json";
+/// The file of a query's live table rows.
+const LIVE_FILE: &str = "live.arrow";
+/// The file of a stream's latest table rows.
+const LATEST_FILE: &str = "latest.arrow";
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct QueryIdentity {
@@ -410,11 +415,19 @@ impl Engine {
     }
 
     /// Every running query's state as checkpoint files, under `query=<name>/`: the
-    /// query's own files (see [`QueryRuntime::encode_state`]) and `query.json` with
-    /// what the state was taken for (its SQL and allowed lateness). A failed query's
-    /// state is left out (it may be half applied): after a restart it starts empty.
+    /// query's own files (see [`QueryRuntime::encode_state`]), its live table's rows
+    /// (`live.arrow`) and `query.json` with what the state was taken for (its SQL and
+    /// allowed lateness); each stream's latest table under `stream=<name>/latest.arrow`.
+    /// A failed query's state is left out (it may be half applied): after a restart
+    /// it starts empty.
     pub fn checkpoint_files(&self) -> Result<Vec<(String, Vec<u8>)>> {
         let mut files = Vec::new();
+        for (name, s) in &self.streams {
+            if let Some((t, _)) = &s.latest {
+                let rows = ipc_bytes(&t.schema(), &t.snapshot()?)?;
+                files.push((format!("stream={name}/{LATEST_FILE}"), rows));
+            }
+        }
         for q in self.queries.values().filter(|q| q.error.is_none()) {
             let dir = format!("query={}", q.decl.name);
             let id = QueryIdentity {
@@ -426,6 +439,8 @@ impl Engine {
             for (name, bytes) in q.runtime.encode_state(&q.runtime.snapshot())? {
                 files.push((format!("{dir}/{name}"), bytes));
             }
+            let live = ipc_bytes(&q.live.schema(), &q.live.snapshot()?)?;
+            files.push((format!("{dir}/{LIVE_FILE}"), live));
         }
         Ok(files)
     }
@@ -442,6 +457,25 @@ impl Engine {
     ) -> Result<()> {
         let mut by_query: BTreeMap<&str, BTreeMap<String, &[u8]>> = BTreeMap::new();
         for (name, bytes) in files {
+            if let Some(stream) = name
+                .strip_prefix("stream=")
+                .and_then(|r| r.strip_suffix(&format!("/{LATEST_FILE}")))
+            {
+                match self.streams.get(stream).and_then(|s| s.latest.as_ref()) {
+                    Some((t, _)) => {
+                        for b in ipc_batches(bytes.as_ref(), &t.schema())
+                            .map_err(|e| Error::Checkpoint(format!("{stream}_latest: {e}")))?
+                        {
+                            t.insert(&b)?;
+                        }
+                    }
+                    None => tracing::warn!(
+                        stream,
+                        "the checkpoint holds a latest table the stream no longer has; skipped"
+                    ),
+                }
+                continue;
+            }
             let Some((query, file)) = name.strip_prefix("query=").and_then(|r| r.split_once('/'))
             else {
                 continue;
@@ -472,6 +506,13 @@ impl Engine {
                      differs), so its windows in the checkpoint do not fit it; give the changed \
                      query a new name, or remove the checkpoint to start over"
                 )));
+            }
+            if let Some(live) = files.remove(LIVE_FILE) {
+                for b in ipc_batches(live, &q.live.schema())
+                    .map_err(|e| Error::Checkpoint(format!("query `{name}`'s live table: {e}")))?
+                {
+                    q.live.insert(&b)?;
+                }
             }
             q.runtime
                 .decode_state(&files)
@@ -691,7 +732,7 @@ mod tests {
             format,
             watermark_delay_ms: 0,
             idle_timeout_ms: IDLE_MS,
-            latest_key: vec![],
+            latest_key: vec!["sensor".into()],
             latest_rows: 10,
         })
         .expect("stream");
@@ -958,6 +999,32 @@ mod tests {
             );
             let mut restored = engine_with(sql).await;
             restored.restore_files(&files, 100).expect("restores");
+            let live = |e: &Engine| {
+                e.queries
+                    .get("q")
+                    .map(|q| q.live.snapshot().expect("rows"))
+                    .map(|b| {
+                        datafusion::arrow::util::pretty::pretty_format_batches(&b)
+                            .expect("prints")
+                            .to_string()
+                    })
+            };
+            assert_eq!(live(&restored), live(&first), "the live table is back");
+            let latest = |e: &Engine| {
+                let t = e.streams["s"]
+                    .latest
+                    .as_ref()
+                    .map(|l| l.0.clone())
+                    .expect("a latest table");
+                datafusion::arrow::util::pretty::pretty_format_batches(&t.snapshot().expect("rows"))
+                    .expect("prints")
+                    .to_string()
+            };
+            assert_eq!(
+                latest(&restored),
+                latest(&first),
+                "the latest table is back"
+            );
             let rest = feed(&mut restored, &steps, cut).await;
             assert!(
                 cut == 12 || !rest.is_empty(),

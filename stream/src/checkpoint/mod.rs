@@ -30,5 +30,35 @@ pub mod store;
 pub mod window_state;
 
 pub use manifest::{Manifest, SourceOffset, StateFile};
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::ipc::reader::StreamReader;
+use datafusion::arrow::ipc::writer::StreamWriter;
+
+/// Batches as one Arrow IPC stream (a table's rows in a checkpoint).
+pub fn ipc_bytes(schema: &SchemaRef, batches: &[RecordBatch]) -> crate::Result<Vec<u8>> {
+    let mut w = StreamWriter::try_new(Vec::new(), schema)?;
+    for b in batches {
+        w.write(b)?;
+    }
+    w.finish()?;
+    Ok(w.into_inner()?)
+}
+
+/// The batches of an Arrow IPC stream, checked against the schema they must have.
+pub fn ipc_batches(bytes: &[u8], schema: &SchemaRef) -> crate::Result<Vec<RecordBatch>> {
+    let reader = StreamReader::try_new(bytes, None)?;
+    if reader.schema().fields() != schema.fields() {
+        return Err(crate::Error::Checkpoint(
+            "rows of another schema than the table's".into(),
+        ));
+    }
+    let mut out = Vec::new();
+    for b in reader {
+        out.push(RecordBatch::try_new(schema.clone(), b?.columns().to_vec())?);
+    }
+    Ok(out)
+}
 pub use protocol::{gc_plan, next_epoch, recovery_order, Listing};
 pub use store::{CheckpointStore, Restored};
