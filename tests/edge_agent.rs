@@ -279,6 +279,24 @@ fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
 }
 
+/// Consumes `topic` until every window of what was `sent` is there, merges identities
+/// as the wire format says, and checks the result against the windows computed from
+/// `sent` alone: every reading counted exactly once, every window's values equal.
+async fn assert_aggregates_exactly(kafka: &Kafka, topic: &str, sent: &[Sent], what: &str) {
+    let exp = expected(sent);
+    let records = kafka
+        .consume_all(topic, PARTITIONS, exp.len(), Duration::from_secs(60))
+        .await;
+    let aggs = dedupe(decode_aggregates(&records));
+    let total: u64 = aggs.values().map(|a| a.count).sum();
+    assert_eq!(
+        total,
+        sent.len() as u64,
+        "{what}: every reading counted once"
+    );
+    assert_windows_match(&exp, &observed(&aggs));
+}
+
 fn assert_windows_match(
     exp: &BTreeMap<(String, i64), Expect>,
     got: &BTreeMap<(String, i64), Expect>,
@@ -472,23 +490,7 @@ async fn kafka_down_for_30s_loses_nothing_and_counts_nothing_twice() {
     assert!(status.success(), "{status}\n{}", agent.log_text());
     publisher.close().await;
 
-    let exp = expected(&sent);
-    let records = kafka
-        .consume_all(
-            &t.aggregates,
-            PARTITIONS,
-            exp.len(),
-            Duration::from_secs(60),
-        )
-        .await;
-    let aggs = dedupe(decode_aggregates(&records));
-    let total: u64 = aggs.values().map(|a| a.count).sum();
-    assert_eq!(
-        total,
-        sent.len() as u64,
-        "sum of counts equals readings published"
-    );
-    assert_windows_match(&exp, &observed(&aggs));
+    assert_aggregates_exactly(&kafka, &t.aggregates, &sent, "after a restart").await;
 }
 
 /// `kill -9` lands while readings stream in, three times per mode (once in aggregate mode
@@ -566,19 +568,8 @@ async fn kill_9_while_publishing_loses_nothing_and_counts_nothing_twice() {
                 "pass-through: the readings published, no other"
             );
         } else {
-            let exp = expected(&sent);
-            let records = kafka
-                .consume_all(
-                    &t.aggregates,
-                    PARTITIONS,
-                    exp.len(),
-                    Duration::from_secs(60),
-                )
+            assert_aggregates_exactly(&kafka, &t.aggregates, &sent, "kill -9 while publishing")
                 .await;
-            let aggs = dedupe(decode_aggregates(&records));
-            let total: u64 = aggs.values().map(|a| a.count).sum();
-            assert_eq!(total, sent.len() as u64, "every reading counted once");
-            assert_windows_match(&exp, &observed(&aggs));
         }
     }
 }
@@ -744,23 +735,8 @@ async fn crashes_at_every_point_of_the_durability_cycles_lose_nothing_and_count_
         assert!(status.success(), "{name}: {status}\n{}", agent.log_text());
         publisher.close().await;
 
-        let exp = expected(&sent);
-        let records = kafka
-            .consume_all(
-                &t.aggregates,
-                PARTITIONS,
-                exp.len(),
-                Duration::from_secs(60),
-            )
-            .await;
-        let aggs = dedupe(decode_aggregates(&records));
-        let total: u64 = aggs.values().map(|a| a.count).sum();
-        assert_eq!(
-            total,
-            sent.len() as u64,
-            "{name} ({crashes} crashes): every reading counted once"
-        );
-        assert_windows_match(&exp, &observed(&aggs));
+        let what = format!("{name} ({crashes} crashes)");
+        assert_aggregates_exactly(&kafka, &t.aggregates, &sent, &what).await;
     }
 }
 

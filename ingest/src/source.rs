@@ -295,17 +295,9 @@ impl KafkaSource {
                 ("auto.offset.reset", "earliest"),
             ],
         );
-        // The partitions' ends come with the statistics: the source needs them.
+        // The partitions' ends come with the statistics: the source needs them, on its
+        // own interval (the processor's config refuses the property).
         let interval = PROGRESS_INTERVAL.as_millis().to_string();
-        if let Some(v) = opts
-            .properties
-            .get("statistics.interval.ms")
-            .filter(|v| **v != interval)
-        {
-            tracing::warn!(
-                "kafka property statistics.interval.ms = {v} is replaced by {interval} for the source: it learns partitions' backlogs from the statistics"
-            );
-        }
         config.set("statistics.interval.ms", &interval);
         let context = ProgressContext {
             read_committed: opts

@@ -310,7 +310,9 @@ impl ProcessorConfig {
             &[
                 &edgeflow_wire::kafka::GUARANTEE_PROPERTIES[..],
                 &edgeflow_wire::kafka::NO_COMMIT_PROPERTIES[..],
-                &["bootstrap.servers"],
+                // The source learns partitions' backlogs from the statistics, on its
+                // own interval.
+                &["bootstrap.servers", "statistics.interval.ms"],
             ]
             .concat(),
         ));
@@ -466,12 +468,16 @@ mod tests {
     fn properties_that_would_change_delivery_or_offsets_are_refused_by_name() {
         let text = MINIMAL.replace(
             "brokers = \"localhost:9092\"",
-            "brokers = \"localhost:9092\"\nproperties = { acks = \"1\", \"enable.auto.commit\" = \"true\", \"client.id\" = \"p\" }",
+            "brokers = \"localhost:9092\"\nproperties = { acks = \"1\", \"enable.auto.commit\" = \"true\", \"client.id\" = \"p\", \"statistics.interval.ms\" = \"100\" }",
         );
         let c = ProcessorConfig::parse(&text).unwrap();
         let e = format!("{:#}", c.validate().unwrap_err());
         assert!(e.contains("kafka.properties.acks:"), "{e}");
         assert!(e.contains("kafka.properties.enable.auto.commit:"), "{e}");
+        assert!(
+            e.contains("kafka.properties.statistics.interval.ms:"),
+            "{e}"
+        );
         assert!(!e.contains("client.id"), "{e}");
     }
 
