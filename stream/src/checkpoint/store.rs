@@ -210,11 +210,7 @@ impl CheckpointStore {
     pub async fn gc(&self) -> Result<GcPlan> {
         let plan = gc_plan(&self.listing().await?, self.keep);
         for &e in &plan.manifests {
-            match self.store.delete(&self.manifest_path(e)).await {
-                Ok(()) => {}
-                Err(e) if not_found(&e) => {}
-                Err(e) => return Err(e.into()),
-            }
+            self.delete(&self.manifest_path(e)).await?;
         }
         for &e in &plan.epochs {
             let objects: Vec<_> = self
@@ -223,14 +219,18 @@ impl CheckpointStore {
                 .try_collect()
                 .await?;
             for o in objects {
-                match self.store.delete(&o.location).await {
-                    Ok(()) => {}
-                    Err(e) if not_found(&e) => {}
-                    Err(e) => return Err(e.into()),
-                }
+                self.delete(&o.location).await?;
             }
         }
         Ok(plan)
+    }
+
+    /// Deletes an object; one already gone is fine.
+    async fn delete(&self, path: &Path) -> Result<()> {
+        match self.store.delete(path).await {
+            Err(e) if !not_found(&e) => Err(e.into()),
+            _ => Ok(()),
+        }
     }
 
     /// Damaged epochs skipped by [`CheckpointStore::restore`] so far.
