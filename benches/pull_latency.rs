@@ -30,6 +30,8 @@ use rand::{Rng, SeedableRng};
 const CONFIG: &str = r#"
 [kafka]
 brokers = "127.0.0.1:9"
+[checkpoint]
+interval = "0s"
 [[streams]]
 name = "readings"
 topic = "edgeflow.readings"

@@ -8,9 +8,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{unique_topic, wait_until, ConsumedRecord, EdgeAgent, Kafka, Mosquitto, Publisher};
+use common::{
+    http_get, unique_topic, wait_until, ConsumedRecord, EdgeAgent, Kafka, Mosquitto, Publisher,
+};
 use edgeflow_edge::wire::{self, AggregateRecord, ReadingRecord};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 const PARTITIONS: i32 = 3;
 const WINDOW_MS: i64 = 1_000;
@@ -245,18 +247,6 @@ async fn spawn_subscribed(builder: common::EdgeAgentBuilder, cfg: String) -> (Ed
         .wait_for_log_line("subscribed", Duration::from_secs(30))
         .await;
     (agent, addr)
-}
-
-async fn http_get(addr: &str, path: &str) -> String {
-    let mut s = tokio::net::TcpStream::connect(addr)
-        .await
-        .expect("connect to the metrics port");
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .expect("send");
-    let mut body = String::new();
-    s.read_to_string(&mut body).await.expect("read");
-    body
 }
 
 fn metric(text: &str, name: &str) -> u64 {

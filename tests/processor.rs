@@ -200,6 +200,9 @@ dead_letter_topic = "{dlq}"
 [server]
 pg_listen = "127.0.0.1:{pg_port}"
 http_listen = "127.0.0.1:{http_port}"
+# No checkpoints: the restart below reads the topic again from the beginning.
+[checkpoint]
+interval = "0s"
 [[streams]]
 name = "aggregates"
 topic = "{topic}"
@@ -895,6 +898,7 @@ async fn late_rows_reach_the_late_sinks_and_null_keys_are_upserted() {
     send_aggregates(&producer, &topic, 0, &first).await;
 
     let (pg_port, http_port) = (free_port(), free_port());
+    let builder = processor_builder("processor-late");
     let config = format!(
         r#"
 node_id = "processor-late-test"
@@ -906,6 +910,9 @@ linger = "20ms"
 [server]
 pg_listen = "127.0.0.1:{pg_port}"
 http_listen = "127.0.0.1:{http_port}"
+[checkpoint]
+url = "{checkpoints}"
+interval = "1s"
 [[streams]]
 name = "aggregates"
 topic = "{topic}"
@@ -931,8 +938,9 @@ url = "{pg_url}"
 "#,
         brokers = kafka.bootstrap(),
         pg_url = pg.url,
+        checkpoints = builder.workdir().join("checkpoints").display(),
     );
-    let _processor = start_processor(processor_builder("processor-late"), config).await;
+    let _processor = start_processor(builder, config).await;
 
     // Every window, a NULL site included, with the values computed above.
     let got = wait_until(
@@ -1047,6 +1055,8 @@ brokers = "127.0.0.1:9"
 [server]
 pg_listen = ""
 http_listen = ""
+[checkpoint]
+interval = "0s"
 [[streams]]
 name = "readings"
 topic = "unused"
@@ -1159,5 +1169,145 @@ url = "{url}"
                 .contains("edgeflow_processor_query_failed{node=\"processor-1\",query=\"fine\"} 0")
             && metrics.contains("edgeflow_processor_query_failures_total{node=\"processor-1\"} 1"),
         "{metrics}"
+    );
+}
+
+/// The sum of a metric's samples in an OpenMetrics text (over all label sets).
+fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// `kill -9` at three random moments while the input arrives in parts, each time
+/// restarted: the processor resumes from its last checkpoint (it re-reads at most the
+/// part that arrived since the last checkpoint, never the whole topic), and at the end
+/// PostgreSQL, the Parquet files (read back by pyarrow) and the Kafka sink hold exactly
+/// the roll-ups computed from the raw readings, each identity with one value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_processor_killed_three_times_resumes_from_its_checkpoints_and_the_sinks_are_exact() {
+    use rand::Rng;
+    let (kafka, pg) = tokio::join!(Kafka::start_in_memory(), Postgres::start());
+    let topics = Topics {
+        input: unique_topic("ckpt-aggregates"),
+        dlq: unique_topic("ckpt-dlq"),
+        results: unique_topic("ckpt-results"),
+    };
+    kafka.create_topic(&topics.input, PARTITIONS).await;
+    kafka.create_topic(&topics.dlq, 1).await;
+    kafka.create_topic(&topics.results, 1).await;
+    let data = data();
+    let want = expected(&data.oracle);
+    // The input in four parts, each partition's records in production order; the last
+    // part ends every partition with its sentinel.
+    const PARTS: usize = 4;
+    let mut parts: Vec<Vec<Vec<Aggregate>>> = vec![vec![Vec::new(); PARTITIONS as usize]; PARTS];
+    for (p, aggs) in data.per_partition.iter().enumerate() {
+        let per = aggs.len().div_ceil(PARTS);
+        for (k, chunk) in aggs.chunks(per).enumerate() {
+            parts[k][p] = chunk.to_vec();
+        }
+        parts[PARTS - 1][p].push(sentinel(&format!("~sentinel-{p}")));
+    }
+
+    let (pg_port, http_port) = (free_port(), free_port());
+    let builder = processor_builder("processor-ckpt");
+    let lake = builder.workdir().join("lake");
+    let checkpoints = builder.workdir().join("checkpoints");
+    let cfg = config(&kafka, &topics, &pg, &lake, pg_port, http_port).replace(
+        "[checkpoint]\ninterval = \"0s\"",
+        &format!(
+            "[checkpoint]\nurl = \"{}\"\ninterval = \"1s\"",
+            checkpoints.display()
+        ),
+    );
+    // The edge emits a partition's windows nearly, not exactly, in time order: its
+    // aggregator keeps windows open for a minute of lateness and emits the last ones
+    // together when the data ends, some 70 s of windows out of order. Here the input
+    // arrives in parts with pauses between them, so the watermark trails by 90 s.
+    let cfg = cfg.replace("watermark_delay = \"0s\"", "watermark_delay = \"90s\"");
+    assert!(
+        cfg.contains("interval = \"1s\"") && cfg.contains("watermark_delay = \"90s\""),
+        "{cfg}"
+    );
+    let mut processor = start_processor(builder, cfg).await;
+    let addr = format!("127.0.0.1:{http_port}");
+    let scrape = |name: &'static str| {
+        let addr = addr.clone();
+        async move { metric_sum(&common::http_get(&addr, "/metrics").await, name) }
+    };
+    let producer: FutureProducer = kafka.client_config().create().expect("producer");
+    let mut rng = rand::rng();
+    for (k, part) in parts.iter().enumerate() {
+        for (p, aggs) in part.iter().enumerate() {
+            send_aggregates(&producer, &topics.input, p as i32, aggs).await;
+        }
+        if k == PARTS - 1 {
+            break;
+        }
+        // A random moment: before, while or after this part is read and checkpointed.
+        tokio::time::sleep(Duration::from_millis(rng.random_range(0..2_500))).await;
+        processor.kill9();
+        processor.restart();
+        processor
+            .wait_for_log_line("processor running", Duration::from_secs(60))
+            .await;
+        // Two checkpoints of the new run: it has caught up and its state is saved.
+        wait_until(
+            "two checkpoints after the restart",
+            Duration::from_secs(60),
+            || async {
+                (scrape("edgeflow_processor_checkpoints_total").await >= 2.0).then_some(())
+            },
+        )
+        .await;
+        let reread = scrape("edgeflow_processor_rows_in_total").await as usize;
+        let this_part: usize = part.iter().map(Vec::len).sum();
+        assert!(
+            reread <= this_part,
+            "restart {}: {reread} records re-read; at most this part's {this_part} should be \
+             (everything before it was checkpointed)",
+            k + 1
+        );
+        assert!(
+            processor
+                .log_text()
+                .contains("restored from the last checkpoint"),
+            "{}",
+            processor.log_text()
+        );
+    }
+
+    let got = wait_until(
+        "all roll-ups in PostgreSQL",
+        Duration::from_secs(90),
+        || async { pg_rows(&pg).await.filter(|r| r.len() >= want.len()) },
+    )
+    .await;
+    assert_rows("PostgreSQL after three kills", &got, &want);
+    let files = wait_until(
+        "all roll-ups in Parquet",
+        Duration::from_secs(60),
+        || async {
+            let f = parquet_files(&lake);
+            (all_parquet_rows(&f).len() >= want.len()).then_some(f)
+        },
+    )
+    .await;
+    assert_rows(
+        "Parquet after three kills",
+        &all_parquet_rows(&files),
+        &want,
+    );
+    let results = kafka_results(&kafka, &topics.results, want.len()).await;
+    assert_eq!(results.len(), want.len(), "identities on the results topic");
+    assert!(
+        results.values().all(|v| v.len() == 1),
+        "one value per identity, however often it was written: {:?}",
+        results.values().find(|v| v.len() > 1)
     );
 }

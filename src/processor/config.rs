@@ -39,6 +39,55 @@ pub struct ProcessorConfig {
     /// Named sinks that queries write to.
     #[serde(default)]
     pub sinks: BTreeMap<String, SinkConfig>,
+    /// Where and how often the processor checkpoints.
+    #[serde(default)]
+    pub checkpoint: CheckpointConfig,
+}
+
+/// Checkpoints: the queries' state, the sinks' unwritten rows and every partition's next
+/// offset, so that a restarted processor resumes where it stopped.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointConfig {
+    /// A directory (relative to the working directory), `file:///dir` or
+    /// `s3://bucket/prefix` (credentials from `AWS_*`); this node's checkpoints are
+    /// under `<url>/<node_id>/`.
+    #[serde(default = "default_checkpoint_url")]
+    pub url: String,
+    /// How often a checkpoint is taken (and once more at a clean shutdown); `0s` turns
+    /// checkpoints off: a restart reads the topics again from each stream's `start`.
+    #[serde(default = "default_checkpoint_interval")]
+    pub interval: HumanDuration,
+    /// Complete checkpoints kept; older ones are removed.
+    #[serde(default = "default_checkpoint_keep")]
+    pub keep: usize,
+}
+
+fn default_checkpoint_url() -> String {
+    "checkpoints".into()
+}
+fn default_checkpoint_interval() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(5))
+}
+fn default_checkpoint_keep() -> usize {
+    3
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        Self {
+            url: default_checkpoint_url(),
+            interval: default_checkpoint_interval(),
+            keep: default_checkpoint_keep(),
+        }
+    }
+}
+
+impl CheckpointConfig {
+    /// Whether checkpoints are taken.
+    pub fn enabled(&self) -> bool {
+        !self.interval.0.is_zero()
+    }
 }
 
 fn default_node_id() -> String {
@@ -318,6 +367,14 @@ impl ProcessorConfig {
         ));
         if self.ingest.batch_size == 0 {
             problems.push("ingest.batch_size: must be at least 1".into());
+        }
+        if self.checkpoint.enabled() {
+            if self.checkpoint.url.trim().is_empty() {
+                problems.push("checkpoint.url: must not be empty (or set checkpoint.interval = \"0s\" to turn checkpoints off)".into());
+            }
+            if self.checkpoint.keep == 0 {
+                problems.push("checkpoint.keep: must be at least 1".into());
+            }
         }
         for (key, addr) in [
             ("server.pg_listen", &self.server.pg_listen),

@@ -21,9 +21,10 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 
 /// The media type of `GET /metrics`: OpenMetrics text, which `prometheus-client` writes.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -57,6 +58,16 @@ pub struct Metrics {
     pub(crate) dead_letter_errors: Counter,
     /// Per query: time from a window's end to its rows leaving the processor.
     emit_latency: Family<Label<String>, Histogram, fn() -> Histogram>,
+    /// Checkpoints completed, and attempts that failed.
+    pub(crate) checkpoints: Counter,
+    pub(crate) checkpoint_failures: Counter,
+    /// The last complete checkpoint: its duration, size and time.
+    pub(crate) checkpoint_seconds: Gauge<f64, AtomicU64>,
+    pub(crate) checkpoint_bytes: Gauge,
+    pub(crate) checkpoint_timestamp: Gauge<f64, AtomicU64>,
+    /// Time the restore from a checkpoint took at start, and damaged epochs skipped.
+    pub(crate) restore_seconds: Gauge<f64, AtomicU64>,
+    pub(crate) checkpoints_skipped: Counter,
 }
 
 impl Default for Metrics {
@@ -73,6 +84,13 @@ impl Default for Metrics {
             query_failures: Counter::default(),
             dead_letter_errors: Counter::default(),
             emit_latency: Family::new_with_constructor(emit_latency_histogram),
+            checkpoints: Counter::default(),
+            checkpoint_failures: Counter::default(),
+            checkpoint_seconds: Gauge::default(),
+            checkpoint_bytes: Gauge::default(),
+            checkpoint_timestamp: Gauge::default(),
+            restore_seconds: Gauge::default(),
+            checkpoints_skipped: Counter::default(),
         }
     }
 }
@@ -147,6 +165,41 @@ impl Metrics {
             "emit_latency_seconds",
             "Time from a window's end to its rows leaving the processor",
             self.emit_latency.clone(),
+        );
+        r.register(
+            "checkpoints",
+            "Checkpoints completed",
+            self.checkpoints.clone(),
+        );
+        r.register(
+            "checkpoint_failures",
+            "Checkpoints that could not be written (retried at the next interval)",
+            self.checkpoint_failures.clone(),
+        );
+        r.register(
+            "checkpoint_duration_seconds",
+            "How long the last complete checkpoint took",
+            self.checkpoint_seconds.clone(),
+        );
+        r.register(
+            "checkpoint_bytes",
+            "The size of the last complete checkpoint's state files",
+            self.checkpoint_bytes.clone(),
+        );
+        r.register(
+            "checkpoint_timestamp_seconds",
+            "When the last complete checkpoint was taken (Unix time; its age is time() minus this)",
+            self.checkpoint_timestamp.clone(),
+        );
+        r.register(
+            "restore_duration_seconds",
+            "How long restoring from the last checkpoint took at start",
+            self.restore_seconds.clone(),
+        );
+        r.register(
+            "checkpoints_skipped",
+            "Damaged checkpoints passed over at restore (the one before was used)",
+            self.checkpoints_skipped.clone(),
         );
         r.register_collector(Box::new(QueryMetrics::new(queries, now)));
         let mut s = String::with_capacity(4096);

@@ -17,6 +17,8 @@ use edgeflow_wire::kafka::client_config;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use tokio::sync::Mutex;
 
+use edgeflow_stream::checkpoint::CheckpointStore;
+
 use super::config::{ProcessorConfig, SinkConfig};
 use super::control::Control;
 use super::delivery::{take_dead, Route};
@@ -49,6 +51,28 @@ pub struct Node {
     pub(super) topics: BTreeMap<String, String>,
     pub(super) assignments: Vec<Assignment>,
     pub(super) config: ProcessorConfig,
+    /// Where checkpoints go (`None`: checkpoints are off).
+    pub(super) checkpoints: Option<Arc<CheckpointStore>>,
+    /// Each partition's next offset in the checkpoint the node started from.
+    pub(super) restored_offsets: BTreeMap<(String, i32), i64>,
+}
+
+/// The checkpoint file of a sink's state for a query.
+pub(super) fn sink_file(sink: &str, query: &str) -> String {
+    format!("sink={sink}/query={query}.arrow")
+}
+
+/// The checkpoint store of `config`, if checkpoints are on: this node's prefix under
+/// `checkpoint.url`.
+fn checkpoint_store(config: &ProcessorConfig) -> Result<Option<Arc<CheckpointStore>>> {
+    let c = &config.checkpoint;
+    if !c.enabled() {
+        return Ok(None);
+    }
+    let (store, root) = edgeflow_sinks::parquet::open_store(&c.url)
+        .with_context(|| format!("checkpoint.url = {}", c.url))?;
+    let root = root.join(config.node_id.as_str());
+    Ok(Some(Arc::new(CheckpointStore::new(store, root, c.keep))))
 }
 
 fn build_sink(name: &str, cfg: &SinkConfig, config: &ProcessorConfig) -> Result<SinkRef> {
@@ -99,6 +123,17 @@ impl Node {
     /// Builds the engine, tables, sinks and the configured queries.
     pub async fn build(config: ProcessorConfig) -> Result<Arc<Node>> {
         let now = now_ms();
+        let restore_started = std::time::Instant::now();
+        let checkpoints = checkpoint_store(&config)?;
+        let restored = match &checkpoints {
+            Some(c) => c.restore().await.with_context(|| {
+                format!(
+                    "reading the last checkpoint under checkpoint.url = {}",
+                    config.checkpoint.url
+                )
+            })?,
+            None => None,
+        };
         let mut engine = Engine::new();
         let mut topics = BTreeMap::new();
         let mut assignments = Vec::new();
@@ -122,10 +157,14 @@ impl Node {
                 assignments.push(Assignment {
                     topic: s.topic.clone(),
                     partition: p,
-                    start: if s.start == "end" {
-                        StartOffset::End
-                    } else {
-                        StartOffset::Beginning
+                    start: match restored
+                        .as_ref()
+                        .and_then(|r| r.manifest.next_offset(&s.topic, p))
+                    {
+                        // Where the checkpointed state ends.
+                        Some(o) => StartOffset::At(o),
+                        None if s.start == "end" => StartOffset::End,
+                        None => StartOffset::Beginning,
                     },
                     format: format.clone(),
                     max_future: Some(s.max_future.0),
@@ -157,6 +196,17 @@ impl Node {
             topics,
             assignments,
             config: config.clone(),
+            restored_offsets: restored
+                .as_ref()
+                .map(|r| {
+                    r.manifest
+                        .sources
+                        .iter()
+                        .map(|s| ((s.topic.clone(), s.partition), s.next_offset))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            checkpoints,
         });
         for q in &config.queries {
             node.create_query(
@@ -172,7 +222,69 @@ impl Node {
             .await
             .with_context(|| format!("query `{}`", q.name))?;
         }
+        if let Some(r) = restored {
+            node.restore(&r.files, now)
+                .await
+                .with_context(|| format!("restoring checkpoint epoch {}", r.manifest.epoch))?;
+            let took = restore_started.elapsed().as_secs_f64();
+            node.metrics.restore_seconds.set(took);
+            tracing::info!(
+                epoch = r.manifest.epoch,
+                files = r.files.len(),
+                partitions = r.manifest.sources.len(),
+                seconds = took,
+                "restored from the last checkpoint"
+            );
+        }
+        if let Some(c) = &node.checkpoints {
+            node.metrics
+                .checkpoints_skipped
+                .inc_by(c.corrupt_epochs_skipped());
+        }
         Ok(node)
+    }
+
+    /// Puts the queries' and sinks' state of a checkpoint back (file name → bytes).
+    async fn restore(&self, files: &BTreeMap<String, bytes::Bytes>, now: i64) -> Result<()> {
+        self.engine.lock().await.restore_files(files, now)?;
+        let routes = self.all_routes();
+        for (shape, sinks) in routes {
+            for s in sinks {
+                if let Some(state) = files.get(&sink_file(s.name(), &shape.query)) {
+                    s.restore(&shape, state)
+                        .await
+                        .with_context(|| format!("sink `{}`, query `{}`", s.name(), shape.query))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every query's shapes (its rows', and its late rows' if they have sinks) with
+    /// their sinks.
+    fn all_routes(&self) -> Vec<(QueryShape, Vec<SinkRef>)> {
+        let routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+        routes
+            .values()
+            .flat_map(|r| {
+                let late = r.late_shape.clone().map(|l| (l, r.late_sinks.clone()));
+                std::iter::once((r.shape.clone(), r.sinks.clone())).chain(late)
+            })
+            .collect()
+    }
+
+    /// Every sink's state for every query, as checkpoint files.
+    pub(super) async fn sink_states(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        let routes = self.all_routes();
+        let mut files = Vec::new();
+        for (shape, sinks) in routes {
+            for s in sinks {
+                if let Some(state) = s.snapshot(&shape).await? {
+                    files.push((sink_file(s.name(), &shape.query), state));
+                }
+            }
+        }
+        Ok(files)
     }
 
     /// The context pull queries run on.

@@ -14,6 +14,10 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio::sync::mpsc;
 
+use std::collections::BTreeMap;
+
+use edgeflow_stream::checkpoint::{CheckpointStore, SourceOffset};
+
 use super::delivery::take_dead;
 use super::metrics::Metrics;
 use super::node::Node;
@@ -39,6 +43,7 @@ pub async fn run(
         let _ = stop_rx.await;
     }));
     let mut runner = Runner {
+        offsets: node.restored_offsets.clone(),
         node: node.clone(),
         dead_letters: DeadLetters {
             producer: producer_config(&cfg.kafka.brokers, &cfg.kafka.properties, &[]).create()?,
@@ -47,12 +52,20 @@ pub async fn run(
     };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let checkpointing = node.checkpoints.is_some();
+    let period = cfg.checkpoint.interval.0.max(Duration::from_millis(10));
+    let mut checkpoint = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    checkpoint.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
     tracing::info!(node = %cfg.node_id, partitions = node.assignments.len(), "processor running");
     let outcome = loop {
         let step = tokio::select! {
             _ = &mut shutdown => break Ok(()),
             _ = tick.tick() => runner.on_tick().await,
+            _ = checkpoint.tick(), if checkpointing => {
+                runner.on_checkpoint().await;
+                Ok(())
+            }
             ev = rx.recv() => match ev {
                 Some(ev) => runner.on_source_event(ev).await,
                 // The source ended: it says why below.
@@ -63,6 +76,10 @@ pub async fn run(
             break Err(e);
         }
     };
+    if outcome.is_ok() && checkpointing {
+        // The last cut, before the sinks flush what they hold as it is.
+        runner.on_checkpoint().await;
+    }
     let _ = stop_tx.send(());
     let source = match source_task.await {
         Ok(r) => r.context("the Kafka source stopped"),
@@ -77,6 +94,9 @@ pub async fn run(
 struct Runner {
     node: Arc<Node>,
     dead_letters: DeadLetters,
+    /// Each partition's next offset after the batches processed so far (what a
+    /// checkpoint taken now resumes from).
+    offsets: BTreeMap<(String, i32), i64>,
 }
 
 impl Runner {
@@ -145,7 +165,57 @@ impl Runner {
                 .await?;
         }
         self.node.deliver(out, now).await;
+        self.offsets.insert((b.topic, b.partition), b.next_offset);
         Ok(())
+    }
+
+    /// Takes a checkpoint: a cut between two events of the loop, so the queries' state,
+    /// the sinks' (which have taken every row emitted so far) and the offsets agree.
+    /// A failure is logged and counted; the next interval tries again.
+    async fn on_checkpoint(&mut self) {
+        let Some(store) = self.node.checkpoints.clone() else {
+            return;
+        };
+        let started = std::time::Instant::now();
+        match self.checkpoint(&store).await {
+            Ok((epoch, bytes)) => {
+                let m = &self.node.metrics;
+                m.checkpoints.inc();
+                m.checkpoint_seconds.set(started.elapsed().as_secs_f64());
+                m.checkpoint_bytes
+                    .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+                m.checkpoint_timestamp.set(now_ms() as f64 / 1000.0);
+                tracing::debug!(epoch, bytes, "checkpoint taken");
+            }
+            Err(e) => {
+                self.node.metrics.checkpoint_failures.inc();
+                tracing::warn!(error = %format!("{e:#}"), "checkpoint failed; trying again at the next interval");
+            }
+        }
+    }
+
+    async fn checkpoint(&self, store: &CheckpointStore) -> Result<(u64, u64)> {
+        let mut files = self.node.engine.lock().await.checkpoint_files()?;
+        files.extend(self.node.sink_states().await?);
+        let bytes = files.iter().map(|(_, b)| b.len() as u64).sum();
+        let sources = self
+            .offsets
+            .iter()
+            .map(|((topic, partition), next)| SourceOffset {
+                topic: topic.clone(),
+                partition: *partition,
+                next_offset: *next,
+            })
+            .collect();
+        let files = files
+            .into_iter()
+            .map(|(n, b)| (n, bytes::Bytes::from(b)))
+            .collect();
+        let m = store
+            .commit(&self.node.config.node_id, 0, now_ms(), sources, files)
+            .await?;
+        store.gc().await?;
+        Ok((m.epoch, bytes))
     }
 }
 

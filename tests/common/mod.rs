@@ -97,3 +97,18 @@ where
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
+
+/// `GET path` over plain HTTP/1.1 on `addr` (`host:port`): the whole response, headers
+/// included.
+pub async fn http_get(addr: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .expect("send");
+    let mut body = String::new();
+    s.read_to_string(&mut body).await.expect("read");
+    body
+}
