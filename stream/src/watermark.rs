@@ -150,8 +150,11 @@ impl WatermarkTracker {
         )
     }
 
-    /// Takes back [`WatermarkTracker::snapshot`]'s state at `now_ms`: the watermarks
-    /// as they were, every partition's idle clock starting now, no backlog known.
+    /// Takes back [`WatermarkTracker::snapshot`]'s state at `now_ms` for the
+    /// partitions tracked now: their watermarks as they were (none for a partition the
+    /// snapshot does not know), every idle clock starting now, no backlog known. A
+    /// partition of the snapshot that is not tracked any more is left out, so it holds
+    /// nothing back.
     pub fn restore(
         &mut self,
         current: Option<i64>,
@@ -159,14 +162,10 @@ impl WatermarkTracker {
         now_ms: i64,
     ) {
         self.current = current;
-        self.partitions = partitions
-            .iter()
-            .map(|(p, w)| {
-                let mut s = Partition::new(now_ms);
-                s.watermark = *w;
-                (*p, s)
-            })
-            .collect();
+        for (p, s) in self.partitions.iter_mut() {
+            *s = Partition::new(now_ms);
+            s.watermark = partitions.get(p).copied().flatten();
+        }
     }
 
     fn advance(&mut self, now_ms: i64) -> Option<i64> {
@@ -205,6 +204,35 @@ impl WatermarkTracker {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_restored_tracker_keeps_the_watermarks_of_the_partitions_it_tracks() {
+        let mut t = WatermarkTracker::new(0, 1_000);
+        for p in [0, 1, 2] {
+            t.add_partition(p, 0);
+        }
+        t.observe(0, 500, 0);
+        t.observe(1, 300, 0);
+        t.observe(2, 400, 0);
+        let (current, marks) = t.snapshot();
+        assert_eq!(current, Some(300));
+        // Partition 1 went elsewhere and partition 3 is new here.
+        let mut r = WatermarkTracker::new(0, 1_000);
+        for p in [0, 2, 3] {
+            r.add_partition(p, 10_000);
+        }
+        r.restore(current, &marks, 10_000);
+        assert_eq!(r.partition_watermark(0), Some(500));
+        assert_eq!(r.partition_watermark(1), None, "not tracked any more");
+        assert_eq!(r.partition_watermark(3), None, "new: waits for its data");
+        assert_eq!(r.current(), Some(300));
+        // Partition 3 holds the watermark until it delivers, not partition 1.
+        assert_eq!(r.tick(10_500), Some(300));
+        r.observe(3, 450, 10_600);
+        assert_eq!(r.current(), Some(400));
+        // Idle clocks start at the restore.
+        assert!(!r.is_idle(0, 10_900) && r.is_idle(0, 11_000));
+    }
 
     #[test]
     fn the_slowest_active_partition_holds_the_watermark() {
