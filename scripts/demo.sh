@@ -69,6 +69,7 @@ sed -e "s|^brokers = .*|brokers = \"127.0.0.1:$kafka_port\"|" \
     -e "s|^pg_listen = .*|pg_listen = \"127.0.0.1:$pg_port\"|" \
     -e "s|^http_listen = .*|http_listen = \"127.0.0.1:$http_port\"|" \
     -e "s|^url = \"data/parquet\"|url = \"$work/parquet\"|" \
+    -e "s|^url = \"checkpoints\"|url = \"$work/checkpoints\"|" \
     -e "s|^idle_timeout = .*|idle_timeout = \"3s\"|" \
     -e "s|^watermark_delay = .*|watermark_delay = \"2s\"|" \
     -e "s|^roll_interval = .*|roll_interval = \"1m\"|" \
