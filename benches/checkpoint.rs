@@ -147,6 +147,19 @@ struct Runner {
 }
 
 impl Runner {
+    async fn new(store: Option<CheckpointStore>, interval: Duration) -> Self {
+        Runner {
+            engine: engine().await,
+            store: store.map(|s| (s, Duration::ZERO)),
+            interval,
+            busy: Duration::ZERO,
+            rows: 0,
+            checkpoints: 0,
+            last_bytes: 0,
+            last_write: Duration::ZERO,
+        }
+    }
+
     async fn lap(&mut self, batches: &[(RecordBatch, i64)]) {
         for (i, (b, max)) in batches.iter().enumerate() {
             let started = Instant::now();
@@ -195,26 +208,8 @@ async fn run(s: &Sizes, interval: Duration, dir: &std::path::Path) -> (Runner, R
     let lap = generate(s);
     let fs = LocalFileSystem::new_with_prefix(dir).expect("checkpoint dir");
     let store = CheckpointStore::new(Arc::new(fs), Path::from("bench"), 3);
-    let mut off = Runner {
-        engine: engine().await,
-        store: None,
-        interval,
-        busy: Duration::ZERO,
-        rows: 0,
-        checkpoints: 0,
-        last_bytes: 0,
-        last_write: Duration::ZERO,
-    };
-    let mut on = Runner {
-        engine: engine().await,
-        store: Some((store, Duration::ZERO)),
-        interval,
-        busy: Duration::ZERO,
-        rows: 0,
-        checkpoints: 0,
-        last_bytes: 0,
-        last_write: Duration::ZERO,
-    };
+    let mut off = Runner::new(None, interval).await;
+    let mut on = Runner::new(Some(store), interval).await;
     for k in 0..s.laps {
         let batches = lap_batches(&lap, k, &names);
         // Alternate which goes first, so neither always runs on a warm or cold cache.

@@ -373,6 +373,34 @@ fn written_since(dir: &Path, t: std::time::SystemTime) -> bool {
     all
 }
 
+/// Waits until PostgreSQL's table and the Parquet files under `lake` hold as many rows
+/// as `want`, then checks both equal it row for row; returns the Parquet files.
+async fn assert_pg_and_parquet_hold(
+    pg: &Postgres,
+    lake: &Path,
+    want: &[Row],
+    when: &str,
+) -> BTreeMap<String, Vec<Row>> {
+    let got = wait_until(
+        "all roll-ups in PostgreSQL",
+        Duration::from_secs(90),
+        || async { pg_rows(pg).await.filter(|r| r.len() >= want.len()) },
+    )
+    .await;
+    assert_rows(&format!("PostgreSQL{when}"), &got, want);
+    let files = wait_until(
+        "all roll-ups in Parquet",
+        Duration::from_secs(60),
+        || async {
+            let f = parquet_files(lake);
+            (all_parquet_rows(&f).len() >= want.len()).then_some(f)
+        },
+    )
+    .await;
+    assert_rows(&format!("Parquet{when}"), &all_parquet_rows(&files), want);
+    files
+}
+
 fn all_parquet_rows(files: &BTreeMap<String, Vec<Row>>) -> Vec<Row> {
     let mut rows: Vec<Row> = files.values().flatten().cloned().collect();
     rows.sort_by(|a, b| (&a.0, &a.1, a.2).cmp(&(&b.0, &b.1, b.2)));
@@ -604,26 +632,9 @@ async fn rollups_reach_postgres_parquet_kafka_and_psql_and_survive_a_replay() {
     )
     .await;
 
-    // PostgreSQL: every window, with the values computed from the raw readings.
-    let got = wait_until(
-        "all roll-ups in PostgreSQL",
-        Duration::from_secs(90),
-        || async { pg_rows(&pg).await.filter(|r| r.len() >= want.len()) },
-    )
-    .await;
-    assert_rows("PostgreSQL", &got, &want);
-
-    // Parquet, read back with pyarrow: the same rows, each once.
-    let files = wait_until(
-        "all roll-ups in Parquet",
-        Duration::from_secs(60),
-        || async {
-            let f = parquet_files(&lake);
-            (all_parquet_rows(&f).len() >= want.len()).then_some(f)
-        },
-    )
-    .await;
-    assert_rows("Parquet", &all_parquet_rows(&files), &want);
+    // PostgreSQL and Parquet (read back with pyarrow): every window, each once, with
+    // the values computed from the raw readings.
+    let files = assert_pg_and_parquet_hold(&pg, &lake, &want, "").await;
     assert!(
         files
             .keys()
@@ -1282,27 +1293,7 @@ async fn a_processor_killed_three_times_resumes_from_its_checkpoints_and_the_sin
         );
     }
 
-    let got = wait_until(
-        "all roll-ups in PostgreSQL",
-        Duration::from_secs(90),
-        || async { pg_rows(&pg).await.filter(|r| r.len() >= want.len()) },
-    )
-    .await;
-    assert_rows("PostgreSQL after three kills", &got, &want);
-    let files = wait_until(
-        "all roll-ups in Parquet",
-        Duration::from_secs(60),
-        || async {
-            let f = parquet_files(&lake);
-            (all_parquet_rows(&f).len() >= want.len()).then_some(f)
-        },
-    )
-    .await;
-    assert_rows(
-        "Parquet after three kills",
-        &all_parquet_rows(&files),
-        &want,
-    );
+    assert_pg_and_parquet_hold(&pg, &lake, &want, " after three kills").await;
     let results = kafka_results(&kafka, &topics.results, want.len()).await;
     assert_eq!(results.len(), want.len(), "identities on the results topic");
     assert!(

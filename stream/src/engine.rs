@@ -713,9 +713,10 @@ mod tests {
     const T0: i64 = 1_764_000_000_000; // a whole minute
     const IDLE_MS: i64 = 10_000;
 
-    /// A JSON stream with its event time `ts` and a second, nullable time `at`.
-    async fn engine_with(query: &str) -> Engine {
-        let format = Format::new(
+    /// The stream's format: JSON with its event time `ts` and a second, nullable time
+    /// `at`.
+    fn stream_format() -> Format {
+        Format::new(
             FormatKind::Json,
             vec![
                 ("sensor".into(), ColumnType::String),
@@ -725,11 +726,15 @@ mod tests {
             ],
             None,
         )
-        .expect("format");
+        .expect("format")
+    }
+
+    /// An engine over the stream `s` (two partitions) running `query` as `q`.
+    async fn engine_with(query: &str) -> Engine {
         let mut e = Engine::new();
         e.add_stream(StreamDecl {
             name: "s".into(),
-            format,
+            format: stream_format(),
             watermark_delay_ms: 0,
             idle_timeout_ms: IDLE_MS,
             latest_key: vec!["sensor".into()],
@@ -771,19 +776,7 @@ mod tests {
     }
 
     fn engine_format() -> BatchDecoder {
-        BatchDecoder::new(
-            Format::new(
-                FormatKind::Json,
-                vec![
-                    ("sensor".into(), ColumnType::String),
-                    ("ts".into(), ColumnType::Timestamp),
-                    ("at".into(), ColumnType::Timestamp),
-                    ("value".into(), ColumnType::Double),
-                ],
-                None,
-            )
-            .expect("format"),
-        )
+        BatchDecoder::new(stream_format())
     }
 
     fn counts(outputs: &[QueryOutput]) -> Vec<(String, i64)> {
