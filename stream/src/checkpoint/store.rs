@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures::TryStreamExt;
@@ -30,6 +30,9 @@ pub struct CheckpointStore {
     root: Path,
     keep: usize,
     corrupt_skipped: AtomicU64,
+    /// The next epoch to write, once known (this store is the prefix's only writer, so
+    /// only the first commit lists the store to learn it).
+    next: Mutex<Option<u64>>,
 }
 
 /// `<epoch>` as the 20 digits used in paths (so names sort as numbers).
@@ -50,6 +53,7 @@ impl CheckpointStore {
             root,
             keep: keep.max(1),
             corrupt_skipped: AtomicU64::new(0),
+            next: Mutex::new(None),
         }
     }
 
@@ -115,7 +119,14 @@ impl CheckpointStore {
         mut sources: Vec<SourceOffset>,
         files: Vec<(String, Bytes)>,
     ) -> Result<Manifest> {
-        let epoch = next_epoch(&self.listing().await?);
+        let known = *self.next.lock().unwrap_or_else(|e| e.into_inner());
+        let epoch = match known {
+            Some(e) => e,
+            None => next_epoch(&self.listing().await?),
+        };
+        // Taken even if this commit fails half way: its files are never mixed with the
+        // next epoch's.
+        *self.next.lock().unwrap_or_else(|e| e.into_inner()) = Some(epoch + 1);
         let mut entries = Vec::with_capacity(files.len());
         for (name, data) in files {
             if name.is_empty()
@@ -313,6 +324,8 @@ mod tests {
             .put(&orphan, PutPayload::from_static(b"half"))
             .await
             .expect("put");
+        // The restarted process opens the store afresh.
+        let s = local(dir.path(), 3);
         let r = s.restore().await.expect("restore").expect("an epoch");
         assert_eq!(r.manifest.epoch, 1);
         assert_eq!(
