@@ -18,6 +18,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
+use object_store::path::Path;
+use object_store::ObjectStore;
 
 pub mod json;
 pub mod kafka;
@@ -230,6 +232,31 @@ pub trait Sink: Send + Sync {
 
 /// A shared sink.
 pub type SinkRef = Arc<dyn Sink>;
+
+/// Opens an object store by URL: `file:///dir`, a plain directory path, `s3://bucket/prefix`
+/// (credentials from the usual `AWS_*` environment variables), `memory://`. The Parquet
+/// sink writes there, and the processor keeps its checkpoints there.
+pub fn open_store(location: &str) -> Result<(Arc<dyn ObjectStore>, Path)> {
+    let url = if location.contains("://") {
+        url::Url::parse(location)
+            .map_err(|e| Error::Config(format!("`{location}` is not a URL: {e}")))?
+    } else {
+        std::fs::create_dir_all(location)?;
+        let abs = std::fs::canonicalize(location)?;
+        url::Url::from_directory_path(&abs)
+            .map_err(|_| Error::Config(format!("`{location}` is not a usable directory")))?
+    };
+    if url.scheme() == "file" {
+        if let Ok(p) = url.to_file_path() {
+            std::fs::create_dir_all(p)?;
+        }
+    }
+    let opts = std::env::vars()
+        .filter(|(k, _)| k.starts_with("AWS_"))
+        .map(|(k, v)| (k.to_ascii_lowercase(), v));
+    let (store, path) = object_store::parse_url_opts(&url, opts)?;
+    Ok((Arc::from(store), path))
+}
 
 /// The identity of every row of `batch` in Arrow's row format (comparable bytes).
 pub(crate) fn identity_rows(

@@ -39,7 +39,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use tokio::sync::Mutex;
 
-use crate::{identity_rows, last_per_identity, Error, QueryShape, Result, Sink};
+use crate::{identity_rows, last_per_identity, open_store, Error, QueryShape, Result, Sink};
 
 /// The schema metadata key listing the buckets of a Parquet sink's state.
 const STATE_KEY: &str = "edgeflow.parquet_buckets";
@@ -69,30 +69,6 @@ pub struct ParquetSink {
     roll_ms: i64,
     max_rows: usize,
     buckets: Mutex<HashMap<String, BTreeMap<i64, Bucket>>>,
-}
-
-/// Opens an object store by URL: `file:///dir`, a plain directory path, `s3://bucket/prefix`
-/// (credentials from the usual `AWS_*` environment variables), `memory://`.
-pub fn open_store(location: &str) -> Result<(Arc<dyn ObjectStore>, Path)> {
-    let url = if location.contains("://") {
-        url::Url::parse(location)
-            .map_err(|e| Error::Config(format!("`{location}` is not a URL: {e}")))?
-    } else {
-        std::fs::create_dir_all(location)?;
-        let abs = std::fs::canonicalize(location)?;
-        url::Url::from_directory_path(&abs)
-            .map_err(|_| Error::Config(format!("`{location}` is not a usable directory")))?
-    };
-    if url.scheme() == "file" {
-        if let Ok(p) = url.to_file_path() {
-            std::fs::create_dir_all(p)?;
-        }
-    }
-    let opts = std::env::vars()
-        .filter(|(k, _)| k.starts_with("AWS_"))
-        .map(|(k, v)| (k.to_ascii_lowercase(), v));
-    let (store, path) = object_store::parse_url_opts(&url, opts)?;
-    Ok((Arc::from(store), path))
 }
 
 impl ParquetSink {

@@ -69,7 +69,7 @@ fn checkpoint_store(config: &ProcessorConfig) -> Result<Option<Arc<CheckpointSto
     if !c.enabled() {
         return Ok(None);
     }
-    let (store, root) = edgeflow_sinks::parquet::open_store(&c.url)
+    let (store, root) = edgeflow_sinks::open_store(&c.url)
         .with_context(|| format!("checkpoint.url = {}", c.url))?;
     let root = root.join(config.node_id.as_str());
     Ok(Some(Arc::new(CheckpointStore::new(store, root, c.keep))))
