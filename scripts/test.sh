@@ -17,6 +17,8 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 echo "test: environment ready after $((SECONDS - start))s; target dir $CARGO_TARGET_DIR"
 
 cargo fmt --all -- --check
+# A bench build reuses the release build only while both resolve the same features.
+bash scripts/check-features.sh
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # Integration tests start their own containers; a few at a time keeps 2 cores responsive.
 log="$(mktemp)"
