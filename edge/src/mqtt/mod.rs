@@ -138,6 +138,10 @@ fn read_tls_files(cfg: &EdgeConfig) -> Result<Option<TlsFiles>> {
     let Some(tls) = &cfg.mqtt.tls else {
         return Ok(None);
     };
+    // rustls builds its client config with the process's crypto provider: ring, named
+    // here so that no other provider compiled into the same binary makes it ambiguous.
+    // (Installed already, by an earlier connection or the host program: that one stays.)
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let read =
         |p: &std::path::Path| std::fs::read(p).map_err(|e| Error::io("reading TLS file", p, e));
     let ca = read(&tls.ca_file)?;
