@@ -1284,6 +1284,15 @@ async fn a_processor_killed_three_times_resumes_from_its_checkpoints_and_the_sin
              (everything before it was checkpointed)",
             k + 1
         );
+        // Nothing was produced since the kill: what the node found between its
+        // checkpoint and the partitions' ends is exactly what it read.
+        let replay = scrape("edgeflow_processor_restore_replay_records").await as usize;
+        assert_eq!(
+            replay,
+            reread,
+            "restart {}: the replay the node reported against the records it read",
+            k + 1
+        );
         assert!(
             processor
                 .log_text()

@@ -16,6 +16,7 @@
 pub mod decode;
 pub mod error;
 pub mod format;
+pub mod resume;
 pub mod source;
 
 pub use error::{Error, Result};

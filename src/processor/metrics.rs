@@ -68,6 +68,10 @@ pub struct Metrics {
     /// Time the restore from a checkpoint took at start, and damaged epochs skipped.
     pub(crate) restore_seconds: Gauge<f64, AtomicU64>,
     pub(crate) checkpoints_skipped: Counter,
+    /// At restore: records between the checkpoint's offsets and the partitions' ends
+    /// (read again, at most), and records retention deleted before they were read.
+    pub(crate) restore_replay_records: Gauge,
+    pub(crate) records_lost_to_retention: Counter,
 }
 
 impl Default for Metrics {
@@ -91,6 +95,8 @@ impl Default for Metrics {
             checkpoint_timestamp: Gauge::default(),
             restore_seconds: Gauge::default(),
             checkpoints_skipped: Counter::default(),
+            restore_replay_records: Gauge::default(),
+            records_lost_to_retention: Counter::default(),
         }
     }
 }
@@ -200,6 +206,18 @@ impl Metrics {
             "checkpoints_skipped",
             "Damaged checkpoints passed over at restore (the one before was used)",
             self.checkpoints_skipped.clone(),
+        );
+        r.register(
+            "restore_replay_records",
+            "At the restore: records from the checkpoint's offsets to the partitions' ends \
+             (what the node reads again, at most, before it is current)",
+            self.restore_replay_records.clone(),
+        );
+        r.register(
+            "records_lost_to_retention",
+            "Records the topic's retention deleted after the last checkpoint and before the \
+             node read them (found at restore)",
+            self.records_lost_to_retention.clone(),
         );
         r.register_collector(Box::new(QueryMetrics::new(queries, now)));
         let mut s = String::with_capacity(4096);

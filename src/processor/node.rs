@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use datafusion::arrow::array::RecordBatch;
 use datafusion::prelude::SessionContext;
+use edgeflow_ingest::resume::{resume, Resume};
 use edgeflow_ingest::source::{Assignment, StartOffset};
 use edgeflow_sinks::{QueryShape, SinkRef};
 use edgeflow_stream::engine::{Engine, QueryDecl, QueryInfo, StreamDecl};
@@ -102,9 +103,11 @@ fn build_sink(name: &str, cfg: &SinkConfig, config: &ProcessorConfig) -> Result<
 }
 
 /// The partitions of `topic` (from the broker's metadata).
-fn topic_partitions(config: &ProcessorConfig, topic: &str) -> Result<Vec<i32>> {
-    let consumer: BaseConsumer =
-        client_config(&config.kafka.brokers, &config.kafka.properties, &[]).create()?;
+fn topic_partitions(
+    consumer: &BaseConsumer,
+    config: &ProcessorConfig,
+    topic: &str,
+) -> Result<Vec<i32>> {
     let md = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .with_context(|| format!("cannot read the metadata of topic `{topic}` from {}; is Kafka up? check kafka.brokers", config.kafka.brokers))?;
@@ -117,6 +120,39 @@ fn topic_partitions(config: &ProcessorConfig, topic: &str) -> Result<Vec<i32>> {
         bail!("topic `{topic}` does not exist or has no partitions");
     }
     Ok(t.partitions().iter().map(|p| p.id()).collect())
+}
+
+/// Where a partition with a checkpoint resumes: its checkpointed offset checked against
+/// what the broker holds of the partition now ([`edgeflow_ingest::resume`]).
+fn resume_from_checkpoint(
+    consumer: &BaseConsumer,
+    config: &ProcessorConfig,
+    topic: &str,
+    partition: i32,
+    checkpointed: i64,
+) -> Result<Resume> {
+    let (log_start, end) = consumer
+        .fetch_watermarks(topic, partition, Duration::from_secs(10))
+        .with_context(|| {
+            format!(
+                "cannot read the offsets of topic `{topic}` partition {partition} from {}; \
+                 is Kafka up? check kafka.brokers",
+                config.kafka.brokers
+            )
+        })?;
+    let r = resume(topic, partition, checkpointed, log_start, end)?;
+    if r.lost > 0 {
+        tracing::error!(
+            topic,
+            partition,
+            checkpointed,
+            log_start,
+            lost = r.lost,
+            "records the checkpoint had not reached were deleted by the topic's retention \
+             while the node was down; resuming at the log start"
+        );
+    }
+    Ok(r)
 }
 
 impl Node {
@@ -137,6 +173,11 @@ impl Node {
         let mut engine = Engine::new();
         let mut topics = BTreeMap::new();
         let mut assignments = Vec::new();
+        let consumer: BaseConsumer =
+            client_config(&config.kafka.brokers, &config.kafka.properties, &[]).create()?;
+        // Records between the checkpoint and the partitions' ends, and records retention
+        // deleted before they were read.
+        let (mut replay, mut lost) = (0, 0);
         for s in &config.streams {
             let format = s.format().with_context(|| format!("stream `{}`", s.name))?;
             engine.add_stream(StreamDecl {
@@ -148,7 +189,7 @@ impl Node {
                 latest_rows: s.latest_rows,
             })?;
             let parts = if s.partitions.is_empty() {
-                topic_partitions(&config, &s.topic)?
+                topic_partitions(&consumer, &config, &s.topic)?
             } else {
                 s.partitions.clone()
             };
@@ -162,7 +203,13 @@ impl Node {
                         .and_then(|r| r.manifest.next_offset(&s.topic, p))
                     {
                         // Where the checkpointed state ends.
-                        Some(o) => StartOffset::At(o),
+                        Some(o) => {
+                            let r = resume_from_checkpoint(&consumer, &config, &s.topic, p, o)
+                                .with_context(|| format!("stream `{}`", s.name))?;
+                            replay += r.replay;
+                            lost += r.lost;
+                            StartOffset::At(r.offset)
+                        }
                         None if s.start == "end" => StartOffset::End,
                         None => StartOffset::Beginning,
                     },
@@ -228,11 +275,16 @@ impl Node {
                 .with_context(|| format!("restoring checkpoint epoch {}", r.manifest.epoch))?;
             let took = restore_started.elapsed().as_secs_f64();
             node.metrics.restore_seconds.set(took);
+            node.metrics.restore_replay_records.set(replay);
+            node.metrics
+                .records_lost_to_retention
+                .inc_by(lost.unsigned_abs());
             tracing::info!(
                 epoch = r.manifest.epoch,
                 files = r.files.len(),
                 partitions = r.manifest.sources.len(),
                 seconds = took,
+                replay,
                 "restored from the last checkpoint"
             );
         }
