@@ -1194,6 +1194,258 @@ fn metric_sum(text: &str, name: &str) -> f64 {
         .sum()
 }
 
+/// One edge aggregate of `count` readings of `sensor` in the window starting at `start`.
+fn reading(sensor: &str, start: i64, count: u64) -> Aggregate {
+    Aggregate {
+        sensor: Arc::from(sensor),
+        window_start: start,
+        window_end: start + 10_000,
+        count,
+        first_ts: start,
+        last_ts: start,
+        ..sentinel(sensor)
+    }
+}
+
+/// Rows that stop existing are deleted at the sinks: a window that no longer passes
+/// its `HAVING` after a late row, and a session that a late row merged into an earlier
+/// one, leave no row in PostgreSQL (nor in a pull query) and end with a tombstone on
+/// the Kafka sink's topic. Expected rows are worked out here from the readings sent.
+#[tokio::test]
+async fn rows_that_stop_existing_are_retracted_in_postgres_and_kafka() {
+    let (kafka, pg) = tokio::join!(Kafka::start_in_memory(), Postgres::start());
+    let (input, results) = (unique_topic("retract-in"), unique_topic("retract-out"));
+    kafka.create_topic(&input, 1).await;
+    kafka.create_topic(&results, 1).await;
+    let (pg_port, http_port) = (free_port(), free_port());
+    let cfg = format!(
+        r#"
+node_id = "processor-retract"
+[kafka]
+brokers = "{brokers}"
+[server]
+pg_listen = "127.0.0.1:{pg_port}"
+http_listen = "127.0.0.1:{http_port}"
+[checkpoint]
+interval = "0s"
+[[streams]]
+name = "aggregates"
+topic = "{input}"
+format = "edge-aggregates"
+watermark_delay = "0s"
+idle_timeout = "1h"
+[[queries]]
+name = "quiet_minutes"
+sql = """
+SELECT sensor, tumble(window_start, INTERVAL '1 minute') AS minute, sum("count") AS n
+FROM aggregates
+GROUP BY sensor, tumble(window_start, INTERVAL '1 minute')
+HAVING sum("count") < 5
+"""
+allowed_lateness = "10m"
+sinks = ["pg", "out"]
+[[queries]]
+name = "visits"
+sql = """
+SELECT sensor, session(window_start, INTERVAL '1 minute') AS visit, sum("count") AS n
+FROM aggregates
+GROUP BY sensor, session(window_start, INTERVAL '1 minute')
+"""
+allowed_lateness = "10m"
+sinks = ["pg", "out"]
+[sinks.pg]
+type = "postgres"
+url = "{pg_url}"
+[sinks.out]
+type = "kafka"
+topic = "{results}"
+"#,
+        brokers = kafka.bootstrap(),
+        pg_url = pg.url,
+    );
+    let mut processor = start_processor(processor_builder("processor-retract"), cfg).await;
+    let producer: FutureProducer = kafka.client_config().create().expect("producer");
+    let client = pg.client().await;
+    // (sensor, start in s after T0, n) rows of a table, for sensors a and b.
+    let table = |name: &'static str, column: &'static str| {
+        let client = &client;
+        async move {
+            let sql = format!(
+                "SELECT sensor, (extract(epoch FROM {column}) * 1000)::bigint, n FROM {name} \
+                 WHERE sensor IN ('a', 'b') ORDER BY 1, 2"
+            );
+            match client.query(&sql, &[]).await {
+                Ok(rows) => rows
+                    .iter()
+                    .map(|r| {
+                        let ms: i64 = r.get(1);
+                        (r.get::<_, String>(0), (ms - T0) / 1000, r.get::<_, i64>(2))
+                    })
+                    .collect::<Vec<_>>(),
+                Err(_) => Vec::new(),
+            }
+        }
+    };
+    let row = |s: &str, t: i64, n: i64| (s.to_string(), t, n);
+
+    // Sensor a: 3 readings at 0 s. Sensor b: one at 0 s and one at 90 s, two visits
+    // (sessions with a 1-minute gap) in two minutes. Every minute passes `n < 5`. A
+    // reading of c at 5 min moves the watermark past them all.
+    let first = [
+        reading("a", T0, 3),
+        reading("b", T0, 1),
+        reading("b", T0 + 90_000, 1),
+        reading("c", T0 + 300_000, 1),
+    ];
+    send_aggregates(&producer, &input, 0, &first).await;
+    let want_quiet = vec![row("a", 0, 3), row("b", 0, 1), row("b", 60, 1)];
+    let want_visits = vec![row("a", 0, 3), row("b", 0, 1), row("b", 90, 1)];
+    wait_until(
+        "the first rows in PostgreSQL",
+        Duration::from_secs(60),
+        || async {
+            (table("quiet_minutes", "minute").await == want_quiet
+                && table("visits", "visit").await == want_visits)
+                .then_some(())
+        },
+    )
+    .await;
+
+    // Late, within the 10 minutes of lateness: 4 more readings of a at 10 s (its
+    // minute has 7 now: no longer under 5; its visit goes on), and one of b at 45 s,
+    // which joins b's two visits into one.
+    let late = [reading("a", T0 + 10_000, 4), reading("b", T0 + 45_000, 1)];
+    send_aggregates(&producer, &input, 0, &late).await;
+    let want_quiet = vec![row("b", 0, 2), row("b", 60, 1)];
+    let want_visits = vec![row("a", 0, 7), row("b", 0, 3)];
+    wait_until(
+        "the retractions in PostgreSQL",
+        Duration::from_secs(60),
+        || async {
+            (table("quiet_minutes", "minute").await == want_quiet
+                && table("visits", "visit").await == want_visits)
+                .then_some(())
+        },
+    )
+    .await;
+
+    // The live tables agree (over the processor's PostgreSQL wire, with psql).
+    for (name, want) in [("quiet_minutes", "b|2\nb|1\n"), ("visits", "a|7\nb|3\n")] {
+        let p = psql(
+            "127.0.0.1",
+            pg_port,
+            &format!(
+                "SELECT sensor, n FROM {name} WHERE sensor IN ('a', 'b') ORDER BY sensor, n DESC"
+            ),
+        );
+        assert!(
+            p.ok && p.stdout == want,
+            "live table {name}: {}{}",
+            p.stdout,
+            p.stderr
+        );
+    }
+
+    // Kafka: the last record of every identity; a tombstone is no value.
+    let records = kafka
+        .consume_all(&results, 1, 6, Duration::from_secs(60))
+        .await;
+    let mut last: BTreeMap<(String, String), Option<String>> = BTreeMap::new();
+    for r in records {
+        let query = r
+            .header(edgeflow_sinks::kafka::HEADER_QUERY)
+            .map(|q| String::from_utf8_lossy(q).into_owned())
+            .expect("the query header");
+        last.insert((query, r.key_str().expect("a key")), r.payload_str());
+    }
+    let ends = |query: &str, sensor: &str| -> Vec<Option<String>> {
+        last.iter()
+            .filter(|((q, k), _)| q == query && k.starts_with(&format!("[\"{sensor}\"")))
+            .map(|(_, v)| v.clone())
+            .collect()
+    };
+    assert_eq!(
+        ends("quiet_minutes", "a"),
+        vec![None],
+        "a's minute ends with a tombstone: {last:#?}"
+    );
+    let mut visits = ends("visits", "b");
+    visits.sort();
+    assert!(
+        visits.len() == 2
+            && visits[0].is_none()
+            && visits[1].as_ref().is_some_and(|v| v.contains("\"n\":3")),
+        "b's later visit ends with a tombstone, the merged one holds n = 3: {last:#?}"
+    );
+    processor.terminate();
+}
+
+/// A checkpoint that resumes a partition past its end (the topic was deleted and
+/// created again since it was taken) stops the processor at start with an error that
+/// names the partition, instead of counting the new log's records against the old
+/// state (the consumer alone would jump back to the log start without a word).
+#[tokio::test]
+async fn a_checkpoint_past_the_partitions_end_stops_the_processor_at_start() {
+    use edgeflow_stream::checkpoint::{CheckpointStore, SourceOffset};
+    let kafka = Kafka::start_in_memory().await;
+    let topic = unique_topic("ckpt-recreated");
+    kafka.create_topic(&topic, 1).await;
+    let producer: FutureProducer = kafka.client_config().create().expect("producer");
+    let data = data();
+    send_aggregates(&producer, &topic, 0, &data.per_partition[0][..3]).await;
+
+    let builder = processor_builder("processor-recreated");
+    let checkpoints = builder.workdir().join("checkpoints");
+    // The checkpoint of a node that had read 500 records of the topic's earlier life.
+    let (store, root) =
+        edgeflow_sinks::open_store(&checkpoints.display().to_string()).expect("checkpoint store");
+    CheckpointStore::new(store, root.join("processor-recreated"), 3)
+        .commit(
+            "processor-recreated",
+            0,
+            0,
+            vec![SourceOffset {
+                topic: topic.clone(),
+                partition: 0,
+                next_offset: 500,
+            }],
+            Vec::new(),
+        )
+        .await
+        .expect("commit a checkpoint");
+    let cfg = format!(
+        r#"
+node_id = "processor-recreated"
+[kafka]
+brokers = "{brokers}"
+[server]
+pg_listen = "127.0.0.1:{pg_port}"
+http_listen = "127.0.0.1:{http_port}"
+[checkpoint]
+url = "{checkpoints}"
+[[streams]]
+name = "aggregates"
+topic = "{topic}"
+format = "edge-aggregates"
+"#,
+        brokers = kafka.bootstrap(),
+        pg_port = free_port(),
+        http_port = free_port(),
+        checkpoints = checkpoints.display(),
+    );
+    let mut processor = builder.config(cfg).spawn();
+    let status = processor.wait_exit(Duration::from_secs(60)).await;
+    let log = processor.log_text();
+    assert!(!status.success(), "{log}");
+    assert!(
+        log.contains(&format!(
+            "topic `{topic}` partition 0 ends at offset 3, but the checkpoint resumes it at offset 500"
+        )),
+        "{log}"
+    );
+    assert!(!log.contains("processor running"), "{log}");
+}
+
 /// `kill -9` at three random moments while the input arrives in parts, each time
 /// restarted: the processor resumes from its last checkpoint (it re-reads at most the
 /// part that arrived since the last checkpoint, never the whole topic), and at the end

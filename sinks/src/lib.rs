@@ -12,6 +12,13 @@
 //! that is emitted again (after a late row) has the same identity and replaces the
 //! earlier version, and a replay of the same input writes the same rows again, which
 //! upserting sinks absorb.
+//!
+//! A row that stops existing (its window no longer passes `HAVING` after a late row,
+//! or its session merged into an earlier one) is **retracted** by identity
+//! ([`Sink::retract`]): PostgreSQL deletes it, Kafka gets a tombstone (the identity's
+//! key with no value), the Parquet sink drops it from its bucket while it holds the
+//! bucket (a retraction for a bucket already released is logged and counted, and its
+//! file keeps the row), stdout prints the identity with `"_retracted":true`.
 
 use std::sync::Arc;
 
@@ -202,6 +209,12 @@ pub trait Sink: Send + Sync {
     /// Rows of a query.
     async fn write(&self, shape: &QueryShape, batch: &RecordBatch) -> Result<()>;
 
+    /// Deletes the rows of identities that no longer exist (a window that stopped
+    /// passing the query's `HAVING`, sessions merged into one): `ids` has a column per
+    /// identity column, in the order of [`QueryShape::identity`]. It comes before the
+    /// rows of the same step; an identity without a row is passed over.
+    async fn retract(&self, shape: &QueryShape, ids: &RecordBatch) -> Result<()>;
+
     /// The query's watermark reached `watermark_ms`: its windows ending more than the
     /// allowed lateness before it are final.
     async fn watermark(&self, _shape: &QueryShape, _watermark_ms: i64) -> Result<()> {
@@ -263,20 +276,26 @@ pub(crate) fn identity_rows(
     shape: &QueryShape,
     batch: &RecordBatch,
 ) -> Result<datafusion::arrow::row::Rows> {
-    use datafusion::arrow::row::{RowConverter, SortField};
-    let conv = RowConverter::new(
-        shape
-            .identity
-            .iter()
-            .map(|&i| SortField::new(batch.schema().field(i).data_type().clone()))
-            .collect(),
-    )?;
     let cols: Vec<_> = shape
         .identity
         .iter()
         .map(|&i| batch.column(i).clone())
         .collect();
-    Ok(conv.convert_columns(&cols)?)
+    rows_of(&cols)
+}
+
+/// Rows of `cols` in Arrow's row format: the same values of the same types give the
+/// same bytes, whichever batch they come from.
+pub(crate) fn rows_of(
+    cols: &[datafusion::arrow::array::ArrayRef],
+) -> Result<datafusion::arrow::row::Rows> {
+    use datafusion::arrow::row::{RowConverter, SortField};
+    let conv = RowConverter::new(
+        cols.iter()
+            .map(|c| SortField::new(c.data_type().clone()))
+            .collect(),
+    )?;
+    Ok(conv.convert_columns(cols)?)
 }
 
 /// Keeps the last row of each identity (in row order).

@@ -26,9 +26,9 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{AsArray, RecordBatch, UInt32Array};
+use datafusion::arrow::array::{ArrayRef, AsArray, BooleanArray, RecordBatch, UInt32Array};
 use datafusion::arrow::compute::{
-    cast, concat_batches, lexsort_to_indices, take_record_batch, SortColumn,
+    cast, concat_batches, filter_record_batch, lexsort_to_indices, take_record_batch, SortColumn,
 };
 use datafusion::arrow::datatypes::{DataType, Int64Type, TimeUnit};
 use datafusion::arrow::temporal_conversions::timestamp_ms_to_datetime;
@@ -135,8 +135,27 @@ impl ParquetSink {
                 break;
             }
         }
+        if !late {
+            // A rewrite with fewer rows (after retractions) has fewer parts: the parts
+            // of the earlier write past them go.
+            for j in k.. {
+                let path = self.bucket_path(&shape.query, bucket, &format!("{suffix_base}-{j}"));
+                match self.store.head(&path).await {
+                    Ok(_) => self.store.delete(&path).await?,
+                    Err(object_store::Error::NotFound { .. }) => break,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
         Ok(k)
     }
+}
+
+/// A window-start column as ms.
+fn window_starts(col: &ArrayRef) -> Result<Vec<i64>> {
+    let w = cast(col, &DataType::Timestamp(TimeUnit::Millisecond, None))?;
+    let w = cast(&w, &DataType::Int64)?;
+    Ok(w.as_primitive::<Int64Type>().values().to_vec())
 }
 
 /// Rows sorted by identity, one per identity (the last).
@@ -214,15 +233,9 @@ impl Sink for ParquetSink {
         let Some(wcol) = shape.window_column else {
             return Ok(());
         };
-        let w = cast(
-            batch.column(wcol),
-            &DataType::Timestamp(TimeUnit::Millisecond, None),
-        )?;
-        let w = cast(&w, &DataType::Int64)?;
-        let w = w.as_primitive::<Int64Type>();
         let mut by_bucket: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
-        for i in 0..batch.num_rows() {
-            let b = w.value(i).div_euclid(self.roll_ms) * self.roll_ms;
+        for (i, start) in window_starts(batch.column(wcol))?.iter().enumerate() {
+            let b = start.div_euclid(self.roll_ms) * self.roll_ms;
             by_bucket.entry(b).or_default().push(i as u32);
         }
         let mut late = Vec::new();
@@ -254,6 +267,47 @@ impl Sink for ParquetSink {
         for (b, rows) in late {
             tracing::warn!(query = %shape.query, bucket = b, "rows for a Parquet bucket already released; writing a late file");
             self.write_files(shape, b, &[rows], true).await?;
+        }
+        Ok(())
+    }
+
+    async fn retract(&self, shape: &QueryShape, ids: &RecordBatch) -> Result<()> {
+        let Some(wpos) = shape
+            .identity
+            .iter()
+            .position(|&i| Some(i) == shape.window_column)
+        else {
+            return Ok(());
+        };
+        let starts = window_starts(ids.column(wpos))?;
+        let id_rows = crate::rows_of(ids.columns())?;
+        let mut by_bucket: BTreeMap<i64, std::collections::HashSet<&[u8]>> = BTreeMap::new();
+        for (i, start) in starts.iter().enumerate() {
+            let b = start.div_euclid(self.roll_ms) * self.roll_ms;
+            by_bucket
+                .entry(b)
+                .or_default()
+                .insert(id_rows.row(i).data());
+        }
+        let mut all = self.buckets.lock().await;
+        let q = all.entry(shape.query.clone()).or_default();
+        let oldest_held = q.keys().next().copied();
+        for (b, gone) in by_bucket {
+            let Some(bucket) = q.get_mut(&b) else {
+                if oldest_held.is_some_and(|o| b < o) {
+                    tracing::warn!(query = %shape.query, bucket = b, rows = gone.len(), "rows retracted from a Parquet bucket already released; its files keep them");
+                }
+                continue;
+            };
+            for batch in &mut bucket.batches {
+                let rows = identity_rows(shape, batch)?;
+                let keep = BooleanArray::from_iter(
+                    (0..batch.num_rows()).map(|i| Some(!gone.contains(rows.row(i).data()))),
+                );
+                *batch = filter_record_batch(batch, &keep)?;
+            }
+            // Written again (without them) once final.
+            bucket.dirty = true;
         }
         Ok(())
     }

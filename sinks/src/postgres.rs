@@ -6,7 +6,8 @@
 //! can be NULL (`GROUP BY site` over sensors without a site) and such a row must be
 //! upserted like any other, not refused. Rows are written in multi-row
 //! `INSERT ... ON CONFLICT (identity) DO UPDATE` statements, so a window emitted again
-//! replaces its row and a replay after a crash changes nothing.
+//! replaces its row and a replay after a crash changes nothing. A retracted identity
+//! is deleted (`DELETE ... WHERE` each identity column `IS NOT DISTINCT FROM` its value).
 //!
 //! Types: text ← strings, double precision ← floats, bigint ← integers, boolean,
 //! timestamptz ← timestamps. Column names longer than PostgreSQL's 63 bytes are
@@ -76,6 +77,33 @@ impl PostgresSink {
             tables,
             client: Mutex::new(None),
         }
+    }
+
+    /// Runs `sql(rows)` over the rows of `batch`, as many rows a statement as the
+    /// parameter limit allows, each row's columns in turn as parameters.
+    async fn execute_rows(&self, batch: &RecordBatch, sql: impl Fn(usize) -> String) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let cols = params(batch)?;
+        let ncols = batch.num_columns().max(1);
+        let per_stmt = (MAX_PARAMS / ncols).clamp(1, MAX_ROWS);
+        let mut slot = self.client.lock().await;
+        let client = self.client(&mut slot).await?;
+        let mut start = 0;
+        while start < batch.num_rows() {
+            let rows = per_stmt.min(batch.num_rows() - start);
+            let mut refs: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(rows * ncols);
+            for r in start..start + rows {
+                for c in &cols {
+                    refs.push(c[r].as_ref() as &(dyn ToSql + Sync));
+                }
+            }
+            let stmt = client.prepare(&sql(rows)).await?;
+            client.execute(&stmt, &refs).await?;
+            start += rows;
+        }
+        Ok(())
     }
 
     fn table(&self, query: &str) -> String {
@@ -338,6 +366,23 @@ pub fn upsert_sql(table: &str, shape: &QueryShape, rows: usize) -> String {
     )
 }
 
+/// The `DELETE` of `rows` identities (parameters: each identity's columns in turn).
+/// NULL keys match NULL, as the table's unique constraint treats them.
+pub fn delete_sql(table: &str, shape: &QueryShape, rows: usize) -> String {
+    let names: Vec<String> = shape.identity_names().iter().map(|n| quote(n)).collect();
+    let ncols = names.len();
+    let mut each = Vec::with_capacity(rows);
+    for r in 0..rows {
+        let conds: Vec<String> = names
+            .iter()
+            .enumerate()
+            .map(|(c, n)| format!("{n} IS NOT DISTINCT FROM ${}", r * ncols + c + 1))
+            .collect();
+        each.push(format!("({})", conds.join(" AND ")));
+    }
+    format!("DELETE FROM {} WHERE {}", quote(table), each.join(" OR "))
+}
+
 #[async_trait]
 impl Sink for PostgresSink {
     fn name(&self) -> &str {
@@ -362,6 +407,12 @@ impl Sink for PostgresSink {
         check_table(client, &self.name, &self.table(&shape.query), shape).await
     }
 
+    async fn retract(&self, shape: &QueryShape, ids: &RecordBatch) -> Result<()> {
+        let table = self.table(&shape.query);
+        self.execute_rows(ids, |rows| delete_sql(&table, shape, rows))
+            .await
+    }
+
     async fn write(&self, shape: &QueryShape, batch: &RecordBatch) -> Result<()> {
         if batch.num_rows() == 0 {
             return Ok(());
@@ -370,25 +421,7 @@ impl Sink for PostgresSink {
         // keep the last of each.
         let batch = last_per_identity(shape, batch)?;
         let table = self.table(&shape.query);
-        let cols = params(&batch)?;
-        let ncols = batch.num_columns().max(1);
-        let per_stmt = (MAX_PARAMS / ncols).clamp(1, MAX_ROWS);
-        let mut slot = self.client.lock().await;
-        let client = self.client(&mut slot).await?;
-        let mut start = 0;
-        while start < batch.num_rows() {
-            let rows = per_stmt.min(batch.num_rows() - start);
-            let sql = upsert_sql(&table, shape, rows);
-            let mut refs: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(rows * ncols);
-            for r in start..start + rows {
-                for c in &cols {
-                    refs.push(c[r].as_ref() as &(dyn ToSql + Sync));
-                }
-            }
-            let stmt = client.prepare(&sql).await?;
-            client.execute(&stmt, &refs).await?;
-            start += rows;
-        }
-        Ok(())
+        self.execute_rows(&batch, |rows| upsert_sql(&table, shape, rows))
+            .await
     }
 }

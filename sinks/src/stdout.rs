@@ -1,5 +1,6 @@
 //! The stdout sink: one JSON object per row and line, with the query's name in
-//! `"_query"`.
+//! `"_query"`; a retraction is a line of the identity's columns with
+//! `"_retracted":true`.
 
 use async_trait::async_trait;
 use datafusion::arrow::array::RecordBatch;
@@ -31,27 +32,40 @@ impl Sink for StdoutSink {
         Ok(())
     }
 
+    async fn retract(&self, shape: &QueryShape, ids: &RecordBatch) -> Result<()> {
+        let prefix = format!(
+            "{{\"_query\":{},\"_retracted\":true,",
+            serde_json::Value::String(shape.query.clone())
+        );
+        print_lines(&prefix, ids).await
+    }
+
     async fn write(&self, shape: &QueryShape, batch: &RecordBatch) -> Result<()> {
-        let lines = rows_as_json_lines(batch)?;
         let prefix = format!(
             "{{\"_query\":{},",
             serde_json::Value::String(shape.query.clone())
         );
-        let mut out = Vec::with_capacity(lines.len() + batch.num_rows() * prefix.len());
-        for line in lines.split(|b| *b == b'\n').filter(|l| l.len() > 1) {
-            out.extend_from_slice(prefix.as_bytes());
-            // `line` starts with `{`; an empty object is `{}`.
-            if line == b"{}" {
-                out.pop();
-                out.extend_from_slice(b"}");
-            } else {
-                out.extend_from_slice(&line[1..]);
-            }
-            out.push(b'\n');
-        }
-        let mut stdout = tokio::io::stdout();
-        stdout.write_all(&out).await?;
-        stdout.flush().await?;
-        Ok(())
+        print_lines(&prefix, batch).await
     }
+}
+
+/// Prints each row of `batch` as a JSON object whose first members are `prefix`'s.
+async fn print_lines(prefix: &str, batch: &RecordBatch) -> Result<()> {
+    let lines = rows_as_json_lines(batch)?;
+    let mut out = Vec::with_capacity(lines.len() + batch.num_rows() * prefix.len());
+    for line in lines.split(|b| *b == b'\n').filter(|l| l.len() > 1) {
+        out.extend_from_slice(prefix.as_bytes());
+        // `line` starts with `{`; an empty object is `{}`.
+        if line == b"{}" {
+            out.pop();
+            out.extend_from_slice(b"}");
+        } else {
+            out.extend_from_slice(&line[1..]);
+        }
+        out.push(b'\n');
+    }
+    let mut stdout = tokio::io::stdout();
+    stdout.write_all(&out).await?;
+    stdout.flush().await?;
+    Ok(())
 }

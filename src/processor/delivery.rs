@@ -52,18 +52,23 @@ impl Node {
                     r.late_sinks.clone(),
                 )
             };
+            // Retractions first: an identity retracted and written in one step is
+            // written.
             let mut writes = Vec::new();
+            for b in &out.retracted {
+                writes.extend(sinks.iter().map(|s| (s, &shape, b, Write::Retract)));
+            }
             for b in &out.rows {
                 self.metrics.observe_emit(&shape, b, now);
-                writes.extend(sinks.iter().map(|s| (s, &shape, b)));
+                writes.extend(sinks.iter().map(|s| (s, &shape, b, Write::Rows)));
             }
             if let Some(ls) = &late_shape {
                 for b in &out.late {
-                    writes.extend(late_sinks.iter().map(|s| (s, ls, b)));
+                    writes.extend(late_sinks.iter().map(|s| (s, ls, b, Write::Rows)));
                 }
             }
-            for (sink, shape, batch) in writes {
-                if let Err(e) = write_with_retry(sink, shape, batch, &self.metrics).await {
+            for (sink, shape, batch, kind) in writes {
+                if let Err(e) = write_with_retry(sink, shape, batch, kind, &self.metrics).await {
                     let error = format!("sink `{}` cannot take its rows: {e}", sink.name());
                     self.fail_query(&out.query, &error).await;
                     break;
@@ -130,19 +135,36 @@ impl Node {
     }
 }
 
+/// What a sink is given.
+#[derive(Clone, Copy)]
+enum Write {
+    Rows,
+    /// Identities to delete.
+    Retract,
+}
+
 /// Writes, retrying with backoff for as long as the failure is transient; a failure
 /// that is not (see [`edgeflow_sinks::Error::is_retryable`]) is returned at once.
 async fn write_with_retry(
     sink: &SinkRef,
     shape: &QueryShape,
     batch: &RecordBatch,
+    kind: Write,
     metrics: &Metrics,
 ) -> Result<(), edgeflow_sinks::Error> {
     let mut backoff = Duration::from_millis(100);
     loop {
-        match sink.write(shape, batch).await {
+        let written = match kind {
+            Write::Rows => sink.write(shape, batch).await,
+            Write::Retract => sink.retract(shape, batch).await,
+        };
+        match written {
             Ok(()) => {
-                metrics.sink_rows.inc_by(batch.num_rows() as u64);
+                let n = batch.num_rows() as u64;
+                match kind {
+                    Write::Rows => metrics.sink_rows.inc_by(n),
+                    Write::Retract => metrics.sink_retractions.inc_by(n),
+                };
                 return Ok(());
             }
             Err(e) if !e.is_retryable() => {

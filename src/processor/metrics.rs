@@ -51,6 +51,8 @@ pub struct Metrics {
     dead_letters: Family<Label<&'static str>, Counter>,
     dead: [Counter; DeadReason::ALL.len()],
     pub(crate) sink_rows: Counter,
+    /// Identities deleted at sinks (rows that stopped existing).
+    pub(crate) sink_retractions: Counter,
     pub(crate) sink_errors: Counter,
     /// Continuous queries that failed and stopped.
     pub(crate) query_failures: Counter,
@@ -84,6 +86,7 @@ impl Default for Metrics {
             dead_letters,
             dead,
             sink_rows: Counter::default(),
+            sink_retractions: Counter::default(),
             sink_errors: Counter::default(),
             query_failures: Counter::default(),
             dead_letter_errors: Counter::default(),
@@ -152,6 +155,12 @@ impl Metrics {
             self.dead_letters.clone(),
         );
         r.register("sink_rows", "Rows written to sinks", self.sink_rows.clone());
+        r.register(
+            "sink_retractions",
+            "Retracted identities deleted at sinks (a window that stopped passing HAVING, \
+             sessions merged)",
+            self.sink_retractions.clone(),
+        );
         r.register(
             "sink_errors",
             "Failed sink writes (transient ones are retried)",

@@ -57,6 +57,10 @@ pub struct QueryDecl {
 pub struct QueryOutput {
     pub query: String,
     pub rows: Vec<RecordBatch>,
+    /// Identities whose rows no longer exist (a window that stopped passing `HAVING`,
+    /// sessions merged): a column per identity column, in the order of
+    /// [`QueryInfo::identity`]. Sinks delete them before they take `rows`.
+    pub retracted: Vec<RecordBatch>,
     pub late: Vec<RecordBatch>,
     /// Rows the query could not place in a window (their window time is NULL), one
     /// dead letter each (reason `null_event_time`, the row as JSON in the query's late
@@ -74,6 +78,7 @@ fn failure(q: &mut Running, error: String) -> QueryOutput {
     QueryOutput {
         query: q.decl.name.clone(),
         rows: Vec::new(),
+        retracted: Vec::new(),
         late: Vec::new(),
         dead: Vec::new(),
         failed: Some(error),
@@ -581,6 +586,9 @@ impl Engine {
                     .runtime
                     .process(partition, batch.clone(), max_event_time, now_ms)
                     .await?;
+                for b in &o.retracted {
+                    q.live.retract(b)?;
+                }
                 for b in &o.rows {
                     q.live.insert(b)?;
                 }
@@ -591,13 +599,18 @@ impl Engine {
                 Ok::<_, Error>(QueryOutput {
                     query: q.decl.name.clone(),
                     rows: o.rows,
+                    retracted: o.retracted,
                     late: o.late,
                     dead,
                     failed: None,
                 })
             };
             match step.await {
-                Ok(o) if o.rows.is_empty() && o.late.is_empty() && o.dead.is_empty() => {}
+                Ok(o)
+                    if o.rows.is_empty()
+                        && o.retracted.is_empty()
+                        && o.late.is_empty()
+                        && o.dead.is_empty() => {}
                 Ok(o) => out.push(o),
                 Err(e) => {
                     let error = format!("processing partition {partition} of `{stream}`: {e}");
@@ -627,17 +640,21 @@ impl Engine {
         let mut out = Vec::new();
         for q in self.queries.values_mut().filter(|q| q.error.is_none()) {
             let mut step = || {
-                let rows = q.runtime.tick(now_ms)?;
+                let (rows, retracted) = q.runtime.tick(now_ms)?;
+                for b in &retracted {
+                    q.live.retract(b)?;
+                }
                 for b in &rows {
                     q.live.insert(b)?;
                 }
-                Ok::<_, Error>(rows)
+                Ok::<_, Error>((rows, retracted))
             };
             match step() {
-                Ok(rows) if rows.is_empty() => {}
-                Ok(rows) => out.push(QueryOutput {
+                Ok((rows, retracted)) if rows.is_empty() && retracted.is_empty() => {}
+                Ok((rows, retracted)) => out.push(QueryOutput {
                     query: q.decl.name.clone(),
                     rows,
+                    retracted,
                     late: Vec::new(),
                     dead: Vec::new(),
                     failed: None,

@@ -258,6 +258,53 @@ impl LiveTable {
         Ok(())
     }
 
+    /// Removes the rows of the identities in `ids`, whose columns are the identity
+    /// columns in order (a continuous query's retractions). Identities without a
+    /// live row are passed over.
+    pub fn retract(&self, ids: &RecordBatch) -> Result<()> {
+        if ids.num_rows() == 0 {
+            return Ok(());
+        }
+        let mut g = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        let inner = &mut *g;
+        let Some(conv) = &inner.converter else {
+            return Ok(());
+        };
+        let rows = conv.convert_columns(ids.columns())?;
+        let firsts = match &inner.by_first {
+            Some(fi) => Some(fi.converter.convert_columns(&[ids.column(0).clone()])?),
+            None => None,
+        };
+        for i in 0..ids.num_rows() {
+            let key = rows.row(i).data();
+            let Some((sid, r)) = inner.index.remove(key) else {
+                continue;
+            };
+            if let (Some(fi), Some(firsts)) = (inner.by_first.as_mut(), &firsts) {
+                fi.remove(firsts.row(i).data(), key);
+            }
+            if let Some(seg) = inner.segment_mut(sid) {
+                if seg.alive[r as usize] {
+                    seg.alive[r as usize] = false;
+                    seg.alive_count -= 1;
+                    inner.live -= 1;
+                }
+            }
+        }
+        let emptied: usize = inner
+            .segments
+            .iter()
+            .filter(|s| s.alive_count == 0)
+            .map(|s| s.batch.num_rows())
+            .sum();
+        inner.stored -= emptied;
+        inner.segments.retain(|s| s.alive_count > 0);
+        if inner.stored > 2 * inner.live + 4096 {
+            compact(inner, &self.schema)?;
+        }
+        Ok(())
+    }
+
     /// The live rows the filters select through the identity index, or `None` when
     /// the index does not help: the filters must fix every identity column, or the
     /// first one, by an equality with a literal. Other filters are left to the caller

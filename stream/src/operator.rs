@@ -28,9 +28,18 @@
 //! emitted session in the final stage) instead of starting one of its own. Such a row
 //! can move a session's start earlier or join two emitted sessions into one; the
 //! session is then emitted under its new identity (key, its start), and the rows
-//! emitted before under the identities it replaced are **not retracted** (there is
-//! no retraction path to the sinks yet): a consumer sees them beside the merged
-//! session. With `allowed_lateness = 0` this cannot happen.
+//! emitted before under the identities it replaced are **retracted**.
+//!
+//! ## Retractions
+//!
+//! The final stage remembers, per window, the identities (key, start) under which
+//! its row is *shown*: emitted and let through by the query's `HAVING`. When it
+//! emits a window again, the caller says which of the emitted rows are shown now
+//! ([`FinalWindows::emit`]); every identity the window was shown under that it no
+//! longer has (a session whose start moved, sessions merged into it) or that is not
+//! shown any more (`HAVING` no longer true) is retracted ([`Retraction`]), for the
+//! sinks to delete. A window that never passed `HAVING` is never retracted. Once a
+//! window is dropped after its lateness, what it last showed stays.
 //!
 //! `first_value` / `last_value` are the values at the smallest / largest event time;
 //! when several rows share that time, the result is one of their values (which one
@@ -73,6 +82,9 @@ struct Group {
     dirty: bool,
     /// First stage (sessions): handed over before, and kept for its lateness.
     handed: bool,
+    /// Final stage: the window starts under which this window's rows are shown at the
+    /// sinks (emitted and passing `HAVING`); several after sessions merged.
+    shown: Vec<i64>,
 }
 
 /// No recent group for a key.
@@ -93,6 +105,8 @@ pub struct GroupState {
     pub dirty: bool,
     /// First stage (sessions): handed over before, kept for its lateness.
     pub handed: bool,
+    /// Final stage: window starts under which the window's rows are shown.
+    pub shown: Vec<i64>,
     /// One accumulator per aggregate of the query.
     pub accs: Vec<Acc>,
 }
@@ -185,6 +199,7 @@ impl GroupStore {
                     end: g.end,
                     dirty: g.dirty,
                     handed: g.handed,
+                    shown: g.shown.clone(),
                     accs: self.accs[i * n..(i + 1) * n].to_vec(),
                 })
             })
@@ -225,6 +240,7 @@ impl GroupStore {
                 end: g.end,
                 dirty: g.dirty,
                 handed: g.handed,
+                shown: g.shown,
             });
             for (to, a) in s.accs[slot * n..(slot + 1) * n].iter_mut().zip(g.accs) {
                 *to = a;
@@ -306,6 +322,7 @@ impl GroupStore {
             end,
             dirty: true,
             handed: false,
+            shown: Vec::new(),
         };
         self.key_refs[key as usize] += 1;
         let idx = match self.free.pop() {
@@ -367,6 +384,7 @@ impl GroupStore {
                     let target = self.group_mut(first);
                     target.start = target.start.min(g.start);
                     target.handed |= g.handed;
+                    target.shown.extend(g.shown);
                     let new_end = target.end.max(g.end);
                     self.set_end(first, new_end);
                 }
@@ -691,6 +709,14 @@ pub struct Emitted {
     pub values: Vec<Option<f64>>,
 }
 
+/// An identity whose row is to be deleted at the sinks: the window's key and the start
+/// it was shown under.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Retraction {
+    pub key: Box<[u8]>,
+    pub start: i64,
+}
+
 /// The query's window state on a processor (the second stage).
 pub struct FinalWindows {
     lateness: i64,
@@ -722,10 +748,19 @@ impl FinalWindows {
     }
 
     /// Emits every window that ended at or before `watermark` and changed since it
-    /// was last emitted, then drops windows past their allowed lateness.
-    pub fn emit(&mut self, watermark: i64) -> Vec<Emitted> {
+    /// was last emitted, then drops windows past their allowed lateness. `shown` is
+    /// told the emitted rows and answers, for each, whether it is shown (passes the
+    /// query's `HAVING`); identities that stop being shown come back as retractions
+    /// (see the module docs). When `shown` fails, nothing changes: the same windows
+    /// are emitted at the next call.
+    pub fn emit<E>(
+        &mut self,
+        watermark: i64,
+        shown: impl FnOnce(&[Emitted]) -> Result<Vec<bool>, E>,
+    ) -> Result<(Vec<Emitted>, Vec<Retraction>), E> {
         let kinds = self.store.kinds.clone();
         let mut out = Vec::new();
+        let mut slots = Vec::new();
         for i in self.store.ended(watermark) {
             let n = kinds.len();
             let g = self.store.groups[i as usize].as_mut().expect("live group");
@@ -742,6 +777,40 @@ impl FinalWindows {
                     end: g.end,
                     values,
                 });
+                slots.push(i);
+            }
+        }
+        let visible = if out.is_empty() {
+            Vec::new()
+        } else {
+            match shown(&out) {
+                Ok(v) => v,
+                Err(e) => {
+                    for &i in &slots {
+                        self.store.group_mut(i).dirty = true;
+                    }
+                    return Err(e);
+                }
+            }
+        };
+        let mut retracted = Vec::new();
+        // A missing answer counts as not shown.
+        let visible = visible.into_iter().chain(std::iter::repeat(false));
+        for ((e, &i), now) in out.iter().zip(&slots).zip(visible) {
+            let g = self.store.group_mut(i);
+            let mut before = std::mem::take(&mut g.shown);
+            before.sort_unstable();
+            before.dedup();
+            for start in before {
+                if start != e.start || !now {
+                    retracted.push(Retraction {
+                        key: e.key.clone(),
+                        start,
+                    });
+                }
+            }
+            if now {
+                g.shown.push(e.start);
             }
         }
         for i in self.store.ended(watermark.saturating_sub(self.lateness)) {
@@ -752,7 +821,7 @@ impl FinalWindows {
                 self.store.take(i);
             }
         }
-        out
+        Ok((out, retracted))
     }
 
     /// Windows held (open or within lateness).

@@ -9,13 +9,15 @@ use datafusion::arrow::array::{
     UInt32Array,
 };
 use datafusion::arrow::compute::{cast, filter_record_batch, take_record_batch};
-use datafusion::arrow::datatypes::{Float64Type, SchemaRef, TimestampMillisecondType};
+use datafusion::arrow::datatypes::{Float64Type, Schema, SchemaRef, TimestampMillisecondType};
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::physical_plan::collect;
 use datafusion::physical_plan::execution_plan::reset_plan_states;
 
 use crate::checkpoint::window_state;
-use crate::operator::{Emitted, FinalState, FinalWindows, PartitionState, PartitionWindows};
+use crate::operator::{
+    Emitted, FinalState, FinalWindows, PartitionState, PartitionWindows, Retraction,
+};
 use crate::plan::{Compiled, CompiledKind, PostStep, WindowedPlan};
 use crate::watermark::WatermarkTracker;
 use crate::{Error, Result};
@@ -32,6 +34,10 @@ pub struct Output {
     /// gave no time, so no window can hold them), in [`QueryRuntime::late_schema`]:
     /// for the caller to dead-letter, never dropped.
     pub untimed: Vec<RecordBatch>,
+    /// Identities whose rows no longer exist (a window that stopped passing `HAVING`,
+    /// sessions merged), in [`QueryRuntime::identity_schema`]: for the sinks to delete,
+    /// before they take `rows`.
+    pub retracted: Vec<RecordBatch>,
 }
 
 /// Counters of a query.
@@ -118,6 +124,12 @@ impl QueryRuntime {
     /// Output columns that identify a row.
     pub fn identity(&self) -> &[usize] {
         &self.compiled.identity
+    }
+
+    /// The schema of retractions: the identity columns of the output schema, in the
+    /// order of [`QueryRuntime::identity`].
+    pub fn identity_schema(&self) -> SchemaRef {
+        identity_schema(&self.compiled.output_schema, &self.compiled.identity)
     }
 
     /// The output column holding the window start (windowed queries).
@@ -361,40 +373,87 @@ impl QueryRuntime {
         if let Some(t) = max_event_time {
             self.watermarks.observe(partition, t, now_ms);
         }
-        out.rows = self.emit()?;
+        (out.rows, out.retracted) = self.emit()?;
         Ok(out)
     }
 
-    /// Processing time passed: idle partitions may release the watermark.
-    pub fn tick(&mut self, now_ms: i64) -> Result<Vec<RecordBatch>> {
+    /// Processing time passed: idle partitions may release the watermark. Returns
+    /// the rows emitted and the identities retracted.
+    pub fn tick(&mut self, now_ms: i64) -> Result<(Vec<RecordBatch>, Vec<RecordBatch>)> {
         self.watermarks.tick(now_ms);
         self.emit()
     }
 
-    fn emit(&mut self) -> Result<Vec<RecordBatch>> {
+    /// Emits what the watermark closed: rows, and identities retracted.
+    fn emit(&mut self) -> Result<(Vec<RecordBatch>, Vec<RecordBatch>)> {
         let (Some(wm), Some(fin), CompiledKind::Windowed(w)) = (
             self.watermarks.current(),
             self.fin.as_mut(),
             &self.compiled.kind,
         ) else {
-            return Ok(Vec::new());
+            return Ok(Default::default());
         };
         for p in self.partitions.values_mut() {
             fin.merge(p.drain(wm));
         }
-        let emitted = fin.emit(wm);
-        if emitted.is_empty() {
-            return Ok(Vec::new());
+        let converter = self.converter.as_ref();
+        let mut rows = None;
+        let (_, retracted) = fin.emit(wm, |emitted| {
+            let batch = window_batch(w, converter, emitted)?;
+            let (batch, shown) = post(&w.post, batch)?;
+            rows = Some(batch);
+            Ok::<_, Error>(shown)
+        })?;
+        let mut out = (Vec::new(), Vec::new());
+        if let Some(batch) = rows.filter(|b| b.num_rows() > 0) {
+            self.stats.rows_out += batch.num_rows() as u64;
+            out.0.push(batch);
         }
-        let batch = window_batch(w, self.converter.as_ref(), &emitted)?;
-        let batch = post(&w.post, batch)?;
-        self.stats.rows_out += batch.num_rows() as u64;
-        Ok(if batch.num_rows() == 0 {
-            Vec::new()
-        } else {
-            vec![batch]
-        })
+        if !retracted.is_empty() {
+            let schema = identity_schema(&self.compiled.output_schema, &self.compiled.identity);
+            out.1
+                .push(retraction_batch(w, converter, schema, &retracted)?);
+        }
+        Ok(out)
     }
+}
+
+/// The identity columns of `output`, in identity order.
+fn identity_schema(output: &SchemaRef, identity: &[usize]) -> SchemaRef {
+    Arc::new(Schema::new(
+        identity
+            .iter()
+            .map(|&i| output.field(i).clone())
+            .collect::<Vec<_>>(),
+    ))
+}
+
+/// Retracted identities as a batch of `schema` (the output's identity columns). The
+/// identity columns are the group columns themselves (see `plan`), so they are
+/// rebuilt from the key and the window start.
+fn retraction_batch(
+    w: &WindowedPlan,
+    converter: Option<&RowConverter>,
+    schema: SchemaRef,
+    retracted: &[Retraction],
+) -> Result<RecordBatch> {
+    let mut cols: Vec<ArrayRef> = match converter {
+        Some(c) => {
+            let parser = c.parser();
+            c.convert_rows(retracted.iter().map(|r| parser.parse(&r.key)))?
+        }
+        None => Vec::new(),
+    };
+    let starts: ArrayRef = Arc::new(TimestampMillisecondArray::from(
+        retracted.iter().map(|r| r.start).collect::<Vec<_>>(),
+    ));
+    cols.insert(w.window_pos, starts);
+    let cols = cols
+        .into_iter()
+        .zip(schema.fields())
+        .map(|(c, f)| to_type(c, f.data_type()))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(RecordBatch::try_new(schema, cols)?)
 }
 
 /// Splits a pre-projected batch into the rows with a window time and those without
@@ -492,7 +551,10 @@ fn to_type(a: ArrayRef, target: &datafusion::arrow::datatypes::DataType) -> Resu
     cast(&a, target).map_err(Error::from)
 }
 
-fn post(steps: &[PostStep], mut batch: RecordBatch) -> Result<RecordBatch> {
+/// Runs the steps after the window aggregation (`HAVING`, the `SELECT` list) over
+/// emitted windows: the output rows, and for each window whether it is among them.
+fn post(steps: &[PostStep], mut batch: RecordBatch) -> Result<(RecordBatch, Vec<bool>)> {
+    let mut shown = vec![true; batch.num_rows()];
     for s in steps {
         batch = match s {
             PostStep::Filter(pred) => {
@@ -500,6 +562,10 @@ fn post(steps: &[PostStep], mut batch: RecordBatch) -> Result<RecordBatch> {
                 let mask = v
                     .as_boolean_opt()
                     .ok_or_else(|| Error::Sql("HAVING must be a boolean condition".into()))?;
+                // The rows still in `batch` are the shown ones, in order.
+                for (row, s) in shown.iter_mut().filter(|s| **s).enumerate() {
+                    *s = mask.is_valid(row) && mask.value(row);
+                }
                 filter_record_batch(&batch, mask)?
             }
             PostStep::Project(exprs, schema) => {
@@ -514,5 +580,5 @@ fn post(steps: &[PostStep], mut batch: RecordBatch) -> Result<RecordBatch> {
             }
         };
     }
-    Ok(batch)
+    Ok((batch, shown))
 }

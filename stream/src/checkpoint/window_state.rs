@@ -8,6 +8,7 @@
 //! | `slot` | UInt32 | the group's slot (emission order among windows ending together) |
 //! | `start`, `end` | Int64 | the window (ms) |
 //! | `dirty`, `handed` | Boolean | see [`GroupState`] |
+//! | `shown` | List of Int64 | the window starts its rows are shown under (final stage; read as empty when absent) |
 //! | `agg_<j>_...` | per aggregate | its partial state: `count` (Int64); `sum` (Float64) and `n` (UInt64); `value` (Float64, NULL when none yet) for min and max; `n`, `mean`, `m2` for variances; `ts` (Int64) and `value` for first and last; `sketch` (Binary, see `Sketch::to_bytes`) for percentiles |
 //!
 //! The schema's metadata `edgeflow.window_state` holds, as JSON, what is not per
@@ -19,8 +20,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BinaryArray, BooleanArray, Float64Array, Int64Array, PrimitiveArray,
-    RecordBatch, UInt32Array, UInt64Array,
+    Array, ArrayRef, AsArray, BinaryArray, BooleanArray, Float64Array, Int64Array, ListArray,
+    PrimitiveArray, RecordBatch, UInt32Array, UInt64Array,
 };
 use datafusion::arrow::datatypes::{
     ArrowPrimitiveType, Field, Float64Type, Int64Type, Schema, UInt32Type, UInt64Type,
@@ -153,6 +154,12 @@ fn encode(
     push(
         "handed".into(),
         Arc::new(BooleanArray::from_iter(g.iter().map(|x| Some(x.handed)))),
+    );
+    push(
+        "shown".into(),
+        Arc::new(ListArray::from_iter_primitive::<Int64Type, _, _>(
+            g.iter().map(|x| Some(x.shown.iter().map(|s| Some(*s)))),
+        )),
     );
     for (j, kind) in kinds.iter().enumerate() {
         let accs: Vec<&Acc> = g
@@ -362,6 +369,23 @@ fn decode(
             .ok_or_else(|| bad(format!("column `{name}` has the wrong type")))
     };
     let (dirty, handed) = (flag("dirty")?, flag("handed")?);
+    let shown: Vec<Vec<i64>> = match b.column_by_name("shown") {
+        None => vec![Vec::new(); n],
+        Some(c) => {
+            let list = c
+                .as_list_opt::<i32>()
+                .ok_or_else(|| bad("column `shown` has the wrong type"))?;
+            (0..n)
+                .map(|i| {
+                    let v = list.value(i);
+                    let v = v
+                        .as_primitive_opt::<Int64Type>()
+                        .ok_or_else(|| bad("column `shown` has the wrong type"))?;
+                    Ok(v.iter().flatten().collect())
+                })
+                .collect::<Result<_>>()?
+        }
+    };
     let mut accs: Vec<Vec<Acc>> = vec![Vec::with_capacity(kinds.len()); n];
     for (j, kind) in kinds.iter().enumerate() {
         let name = |f: &str| format!("agg_{j}_{f}");
@@ -437,14 +461,16 @@ fn decode(
     let groups = key_rows
         .into_iter()
         .zip(accs)
+        .zip(shown)
         .enumerate()
-        .map(|(i, (key, accs))| GroupState {
+        .map(|(i, ((key, accs), shown))| GroupState {
             slot: slot.value(i),
             key,
             start: start.value(i),
             end: end.value(i),
             dirty: dirty.value(i),
             handed: handed.value(i),
+            shown,
             accs,
         })
         .collect();
@@ -517,7 +543,11 @@ mod tests {
             }
             if let Some(w) = wm {
                 fin.merge(part.drain(w));
-                fin.emit(w);
+                // Some rows shown, some not: the state keeps which.
+                fin.emit(w, |e| {
+                    Ok::<_, ()>(e.iter().map(|x| x.values[0] != Some(2.0)).collect())
+                })
+                .expect("emits");
             }
         }
         (part, fin)

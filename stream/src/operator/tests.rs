@@ -32,14 +32,27 @@ type Expected = (i64, Vec<Option<f64>>, [Vec<f64>; 2]);
 /// Accepted rows of a window or key: (event time, value).
 type Rows = Vec<(i64, Option<f64>)>;
 
-/// What comes out of a run: the last row per identity and the late rows, as
-/// (batch, row) positions.
+/// What comes out of a run: what a sink holds at the end (each shown identity's last
+/// row; retractions delete) and the late rows, as (batch, row) positions.
 #[derive(Debug)]
 struct Outcome {
     rows: BTreeMap<Identity, Row>,
     late: BTreeSet<(usize, usize)>,
-    /// Everything the final stage emitted, in order.
-    log: Vec<Emitted>,
+    /// Everything the final stage emitted and retracted, in order.
+    log: Vec<Event>,
+}
+
+#[derive(Debug, PartialEq)]
+enum Event {
+    /// A row, and whether it is shown.
+    Emit(Emitted, bool),
+    Retract(Retraction),
+}
+
+/// The `HAVING` of the tests (when on): `count(*) % 3 != 1`, so that late rows move
+/// windows in and out of it.
+fn passes(having: bool, values: &[Option<f64>]) -> bool {
+    !having || values[0].is_some_and(|c| c as i64 % 3 != 1)
 }
 
 fn is_session(spec: WindowSpec) -> bool {
@@ -56,6 +69,7 @@ fn is_session(spec: WindowSpec) -> bool {
 fn run(
     spec: WindowSpec,
     lateness: i64,
+    having: bool,
     delays: [i64; PARTITIONS],
     batches: &[Batch],
     cut: Option<usize>,
@@ -71,14 +85,26 @@ fn run(
     let mut rows = BTreeMap::new();
     let mut late = BTreeSet::new();
     let mut log = Vec::new();
-    let mut record = |emitted: Vec<Emitted>, w: i64| {
+    let shown = |e: &[Emitted]| Ok::<_, ()>(e.iter().map(|e| passes(having, &e.values)).collect());
+    let mut record = |(emitted, retracted): (Vec<Emitted>, Vec<Retraction>), w: i64| {
+        // A sink deletes first, then upserts.
+        for r in retracted {
+            assert!(
+                rows.remove(&(r.key[0], r.start)).is_some(),
+                "{r:?} retracts a row that is not shown"
+            );
+            log.push(Event::Retract(r));
+        }
         for e in emitted {
             assert!(
                 e.end <= w,
                 "{e:?} emitted before the watermark {w} passed its end"
             );
-            log.push(e.clone());
-            rows.insert((e.key[0], e.start), (e.end, e.values));
+            let show = passes(having, &e.values);
+            log.push(Event::Emit(e.clone(), show));
+            if show {
+                rows.insert((e.key[0], e.start), (e.end, e.values));
+            }
         }
     };
     for (b, (p, batch)) in batches.iter().enumerate() {
@@ -121,7 +147,7 @@ fn run(
             for part in &mut parts {
                 fin.merge(part.drain(w));
             }
-            record(fin.emit(w), w);
+            record(fin.emit(w, shown).expect("emits"), w);
         }
     }
     let end = i64::MAX / 4;
@@ -129,7 +155,7 @@ fn run(
         fin.merge(part.drain(end));
         assert_eq!(part.open_groups(), 0);
     }
-    record(fin.emit(end), end);
+    record(fin.emit(end, shown).expect("emits"), end);
     assert_eq!(fin.groups(), 0, "everything is dropped after its lateness");
     let total_late: u64 = parts.iter().map(|p| p.late_rows()).sum();
     assert_eq!(
@@ -292,18 +318,22 @@ fn close(x: Option<f64>, y: Option<f64>) -> bool {
 
 /// Checks a run against the model, and a run restored from snapshots before batch
 /// `cut` (modulo the batches, so any cut, the first and the end included) against the
-/// uninterrupted run: the same rows in the same order, the same late rows.
+/// uninterrupted run: the same rows and retractions in the same order, the same late
+/// rows. What a sink holds at the end is exactly the model's windows that pass the
+/// `HAVING` (when on): nothing stale is left, whatever late rows changed.
 fn check(
     spec: WindowSpec,
     lateness: i64,
+    having: bool,
     delays: [i64; PARTITIONS],
     batches: Vec<Batch>,
     cut: usize,
 ) {
-    let got = run(spec, lateness, delays, &batches, None);
+    let got = run(spec, lateness, having, delays, &batches, None);
     let resumed = run(
         spec,
         lateness,
+        having,
         delays,
         &batches,
         Some(cut % (batches.len() + 1)),
@@ -316,6 +346,14 @@ fn check(
     let want = model(spec, lateness, delays, &batches);
     assert_eq!(got.late, want.late, "late rows");
     for (id, (end, values, ties)) in &want.rows {
+        if !passes(having, values) {
+            assert!(
+                !got.rows.contains_key(id),
+                "{id:?} fails the HAVING, yet a sink holds {:?}",
+                got.rows[id]
+            );
+            continue;
+        }
         let Some((got_end, got_values)) = got.rows.get(id) else {
             panic!(
                 "window {id:?} (end {end}) was never emitted; got {:?}",
@@ -344,18 +382,10 @@ fn check(
         }
     }
     for (id, (end, _)) in &got.rows {
-        if want.rows.contains_key(id) {
-            continue;
-        }
-        // Only a session that a row within the lateness later merged into an earlier
-        // one leaves its identity behind (see the module docs); it lies inside the
-        // session that replaced it.
-        let replaced = is_session(spec)
-            && want
-                .rows
-                .iter()
-                .any(|(w, (w_end, ..))| w.0 == id.0 && w.1 < id.1 && end <= w_end);
-        assert!(replaced, "window {id:?} (end {end}) should not exist");
+        assert!(
+            want.rows.contains_key(id),
+            "window {id:?} (end {end}) should not exist (a replaced session's identity is retracted)"
+        );
     }
 }
 
@@ -403,19 +433,19 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
     #[test]
-    fn tumbling_windows_match_the_model(b in batches(), size in 1i64..300, lateness in 0i64..400, d in delays(), cut in 0usize..20) {
-        check(WindowSpec::Tumble { size }, lateness, d, b, cut);
+    fn tumbling_windows_match_the_model(b in batches(), size in 1i64..300, lateness in 0i64..400, having: bool, d in delays(), cut in 0usize..20) {
+        check(WindowSpec::Tumble { size }, lateness, having, d, b, cut);
     }
 
     #[test]
-    fn hopping_windows_match_the_model(b in batches(), slide in 1i64..100, extra in 0i64..300, lateness in 0i64..400, d in delays(), cut in 0usize..20) {
+    fn hopping_windows_match_the_model(b in batches(), slide in 1i64..100, extra in 0i64..300, lateness in 0i64..400, having: bool, d in delays(), cut in 0usize..20) {
         // Any size from the slide up, also sizes that are no multiple of it.
-        check(WindowSpec::Hop { slide, size: slide + extra }, lateness, d, b, cut);
+        check(WindowSpec::Hop { slide, size: slide + extra }, lateness, having, d, b, cut);
     }
 
     #[test]
-    fn session_windows_match_the_model(b in batches(), gap in 1i64..200, lateness in 0i64..400, d in delays(), cut in 0usize..20) {
-        check(WindowSpec::Session { gap }, lateness, d, b, cut);
+    fn session_windows_match_the_model(b in batches(), gap in 1i64..200, lateness in 0i64..400, having: bool, d in delays(), cut in 0usize..20) {
+        check(WindowSpec::Session { gap }, lateness, having, d, b, cut);
     }
 }
 
@@ -442,14 +472,16 @@ fn a_late_row_within_lateness_re_emits_its_window_complete() {
     let args = [None, Some(&v)];
     p.process(|_| b"k", &[1, 2], &args, None);
     f.merge(p.drain(10));
-    let first = f.emit(10);
+    let all = |e: &[Emitted]| Ok::<_, ()>(vec![true; e.len()]);
+    let (first, _) = f.emit(10, all).expect("emits");
     assert_eq!(first[0].values, vec![Some(2.0), Some(3.0)]);
     let late = Float64Array::from(vec![5.0]);
     assert!(p
         .process(|_| b"k", &[3], &[None, Some(&late)], Some(50))
         .is_empty());
     f.merge(p.drain(50));
-    let again = f.emit(50);
+    let (again, retracted) = f.emit(50, all).expect("emits");
+    assert!(retracted.is_empty());
     assert_eq!(
         (again[0].start, again[0].values.clone()),
         (0, vec![Some(3.0), Some(8.0)])
@@ -473,7 +505,9 @@ fn a_row_within_lateness_joins_the_emitted_session_it_touches() {
     let mut step = |ts: &[i64], before: Option<i64>, after: i64| {
         assert!(p.process(|_| b"k", ts, &[None], before).is_empty());
         f.merge(p.drain(after));
-        f.emit(after)
+        f.emit(after, |e| Ok::<_, ()>(vec![true; e.len()]))
+            .expect("emits")
+            .0
             .into_iter()
             .map(|e| (e.start, e.end, e.values))
             .collect::<Vec<_>>()
@@ -484,4 +518,66 @@ fn a_row_within_lateness_joins_the_emitted_session_it_touches() {
     assert_eq!(step(&[], Some(115), 118), vec![(100, 118, vec![Some(2.0)])]);
     assert_eq!(step(&[], Some(118), 123), vec![]);
     assert_eq!((p.open_groups(), f.groups()), (0, 0));
+}
+
+#[test]
+fn a_window_that_stops_passing_having_is_retracted_and_one_that_never_passed_is_not() {
+    // HAVING count(*) < 2 over tumbling windows of 10, lateness 100.
+    let kinds: Arc<[AggKind]> = Arc::from(vec![AggKind::CountStar]);
+    let spec = WindowSpec::Tumble { size: 10 };
+    let mut p = PartitionWindows::new(spec, kinds.clone(), 100);
+    let mut f = FinalWindows::new(spec, kinds, 100);
+    let having = |e: &[Emitted]| Ok::<_, ()>(e.iter().map(|e| e.values[0] < Some(2.0)).collect());
+    let mut step = |ts: &[i64], wm: i64| {
+        p.process(|_| b"k", ts, &[None], Some(wm));
+        f.merge(p.drain(wm));
+        let (rows, retracted) = f.emit(wm, having).expect("emits");
+        (
+            rows.iter().map(|e| e.start).collect::<Vec<_>>(),
+            retracted.iter().map(|r| r.start).collect::<Vec<_>>(),
+        )
+    };
+    // [0, 10) with one row passes; [10, 20) with two does not.
+    assert_eq!(step(&[1, 11, 12], 20), (vec![0, 10], vec![]));
+    // A late row: [0, 10) now has two rows and is retracted; [10, 20) gets a third and
+    // still fails, with nothing shown to retract.
+    assert_eq!(step(&[2, 13], 30), (vec![0, 10], vec![0]));
+    // Neither is shown now: another late row retracts nothing.
+    assert_eq!(step(&[3], 40), (vec![0], vec![]));
+}
+
+#[test]
+fn sessions_merged_by_a_late_row_retract_the_identity_that_went_away() {
+    // Gap 10, lateness 50: sessions [100, 110) and [115, 125) are emitted; a row at
+    // 108 (within the lateness) joins them into [100, 125), and the row of the
+    // session that started at 115 is retracted.
+    let kinds: Arc<[AggKind]> = Arc::from(vec![AggKind::CountStar]);
+    let spec = WindowSpec::Session { gap: 10 };
+    let mut p = PartitionWindows::new(spec, kinds.clone(), 50);
+    let mut f = FinalWindows::new(spec, kinds, 50);
+    let all = |e: &[Emitted]| Ok::<_, ()>(vec![true; e.len()]);
+    p.process(|_| b"k", &[100, 115], &[None], None);
+    f.merge(p.drain(130));
+    let (rows, retracted) = f.emit(130, all).expect("emits");
+    assert_eq!(
+        rows.iter().map(|e| (e.start, e.end)).collect::<Vec<_>>(),
+        vec![(100, 110), (115, 125)]
+    );
+    assert!(retracted.is_empty());
+    p.process(|_| b"k", &[108], &[None], Some(130));
+    f.merge(p.drain(130));
+    let (rows, retracted) = f.emit(130, all).expect("emits");
+    assert_eq!(
+        rows.iter()
+            .map(|e| (e.start, e.end, e.values.clone()))
+            .collect::<Vec<_>>(),
+        vec![(100, 125, vec![Some(3.0)])]
+    );
+    assert_eq!(
+        retracted,
+        vec![Retraction {
+            key: Box::from(&b"k"[..]),
+            start: 115
+        }]
+    );
 }
