@@ -543,6 +543,79 @@ mod tests {
         assert!(e.contains("other columns"), "{e}");
     }
 
+    /// The rows of every Parquet file under `dir`, as (sensor, n), by file.
+    fn parquet_rows(dir: &std::path::Path) -> BTreeMap<String, Vec<(String, i64)>> {
+        use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+        files(dir)
+            .into_keys()
+            .map(|name| {
+                let file = std::fs::File::open(dir.join(&name)).expect("open");
+                let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+                    .expect("a Parquet file")
+                    .build()
+                    .expect("reader");
+                let mut out = Vec::new();
+                for b in reader {
+                    let b = b.expect("batch");
+                    let (s, n) = (
+                        b.column(0).as_string::<i32>(),
+                        b.column(2).as_primitive::<Int64Type>(),
+                    );
+                    out.extend((0..b.num_rows()).map(|i| (s.value(i).to_string(), n.value(i))));
+                }
+                (name, out)
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_retracted_row_leaves_its_held_bucket_and_the_rewrite_drops_stale_parts() {
+        const MIN: i64 = 60_000;
+        let dir = tempfile::tempdir().expect("dir");
+        let sink =
+            ParquetSink::new("lake", &dir.path().display().to_string(), 2 * MIN, 2).expect("sink");
+        let s = shape();
+        let ids = |ids: &[(&str, i64)]| {
+            let schema = Arc::new(Schema::new(vec![
+                s.schema.field(0).clone(),
+                s.schema.field(1).clone(),
+            ]));
+            RecordBatch::try_new(
+                schema,
+                vec![
+                    Arc::new(StringArray::from_iter_values(ids.iter().map(|r| r.0))),
+                    Arc::new(
+                        TimestampMillisecondArray::from_iter_values(ids.iter().map(|r| r.1))
+                            .with_timezone("UTC"),
+                    ),
+                ],
+            )
+            .expect("ids")
+        };
+        // Bucket [0, 2 min): three rows, written at 3 min as two parts.
+        sink.write(&s, &rows(&[("x", 0, 1), ("y", 0, 2), ("z", MIN, 3)]))
+            .await
+            .expect("write");
+        sink.watermark(&s, 3 * MIN).await.expect("watermark");
+        let before = parquet_rows(dir.path());
+        assert_eq!(before.len(), 2, "{before:?}");
+        // Two of them retracted while the bucket is held: its rewrite has one part.
+        sink.retract(&s, &ids(&[("x", 0), ("z", MIN), ("never", 0)]))
+            .await
+            .expect("retract");
+        sink.watermark(&s, 4 * MIN).await.expect("watermark");
+        let after = parquet_rows(dir.path());
+        assert_eq!(
+            after.into_values().collect::<Vec<_>>(),
+            vec![vec![("y".to_string(), 2)]],
+            "only y is left, in one part"
+        );
+        // Released at 20 min: a later retraction cannot reach the file (and is no error).
+        sink.watermark(&s, 20 * MIN).await.expect("watermark");
+        sink.retract(&s, &ids(&[("y", 0)])).await.expect("retract");
+        assert_eq!(parquet_rows(dir.path()).len(), 1);
+    }
+
     #[test]
     fn civil_dates() {
         assert_eq!(civil(0), ("1970-01-01".into(), "000000".into()));
