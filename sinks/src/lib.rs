@@ -17,7 +17,7 @@
 //! or its session merged into an earlier one) is **retracted** by identity
 //! ([`Sink::retract`]): PostgreSQL deletes it, Kafka gets a tombstone (the identity's
 //! key with no value), the Parquet sink drops it from its bucket while it holds the
-//! bucket (a retraction for a bucket already released is logged and counted, and its
+//! bucket (a retraction for a bucket already released is logged, and its
 //! file keeps the row), stdout prints the identity with `"_retracted":true`.
 
 use std::sync::Arc;

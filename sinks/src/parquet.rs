@@ -16,6 +16,12 @@
 //! overwrites that too. Open buckets live in memory until they are final; `flush`
 //! (on shutdown) writes them as they are, and a later complete write replaces them.
 //!
+//! A retracted identity (see the crate docs) leaves its bucket while the bucket is held:
+//! an open bucket is written without it, a written one is written again without it (and
+//! parts the earlier write had beyond the new last part are deleted). Once a bucket is
+//! released its files are final: a retraction for it is logged and the files keep the
+//! row.
+//!
 //! The buckets held (open, and written but still held) are the sink's state in a
 //! checkpoint: an Arrow IPC stream of the query's schema with one batch per bucket,
 //! and the buckets' starts and flags as JSON in the schema's metadata
