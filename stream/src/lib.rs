@@ -2,6 +2,7 @@
 
 pub mod accum;
 pub mod checkpoint;
+pub mod cluster;
 pub mod engine;
 pub mod error;
 pub mod live;
