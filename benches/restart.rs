@@ -2,17 +2,18 @@
 //! 100,000 sensors of window state, against a real Kafka-protocol broker.
 //!
 //! Run: `cargo bench --bench restart` (needs the harness's broker image, as the tests
-//! do: `scripts/test-env.sh`). Without `--bench` among the arguments (e.g. `cargo test
+//! do: `scripts/test-env.sh`); `EDGEFLOW_BENCH_SENSORS` and `EDGEFLOW_BENCH_ROUNDS`
+//! change the sizes (100,000 and 5). Without `--bench` among the arguments (e.g. `cargo test
 //! --benches`) a small smoke version runs instead.
 //!
 //! Setup: an `edgeflow process` node (this package's binary, of the bench's profile)
-//! reads one partition of edge aggregates and runs a 1-minute tumbling roll-up per sensor
+//! reads the 8 partitions of a topic of edge aggregates and runs a 1-minute tumbling roll-up per sensor
 //! into a Kafka sink, checkpointing every second to a local directory. Each round:
 //! 1. one aggregate per sensor (100,000 sensors) for a new minute is produced, and the
 //!    node reads it all: 100,000 windows are open, none can close yet;
 //! 2. once a checkpoint taken after that is complete, the node is killed (`SIGKILL`);
-//! 3. the node is started again; at once a record one minute later is produced, which
-//!    closes every open window as soon as the node reads it.
+//! 3. the node is started again; at once a record one minute later is produced to each
+//!    partition, which closes every open window as soon as the node reads them.
 //!
 //! Measured per round: from the process start to the first row of the restored windows
 //! on the sink's topic (read by a consumer that waits at the topic's end), which takes
@@ -58,8 +59,13 @@ fn aggregate(sensor: &str, start: i64) -> Aggregate {
     }
 }
 
-/// Produces aggregates in the edge's binary encoding, keyed by sensor.
-async fn produce(producer: &FutureProducer, topic: &str, aggs: &[Aggregate]) {
+/// Partitions of the input topic. The broker of the test harness slows down with many
+/// records in one partition; spread over several, 100,000 records are read in seconds.
+const PARTITIONS: i32 = 8;
+
+/// Produces aggregates in the edge's binary encoding, keyed by sensor, sensor `i` to
+/// partition `i % PARTITIONS`.
+async fn produce(producer: &FutureProducer, topic: &str, aggs: &[(i32, Aggregate)]) {
     let headers = OwnedHeaders::new()
         .insert(Header {
             key: wire::HEADER_ENCODING,
@@ -72,16 +78,16 @@ async fn produce(producer: &FutureProducer, topic: &str, aggs: &[Aggregate]) {
     for chunk in aggs.chunks(10_000) {
         let values: Vec<Vec<u8>> = chunk
             .iter()
-            .map(|a| {
+            .map(|(_, a)| {
                 let mut v = Vec::new();
                 wire::aggregate_binary("gw-bench", a, &mut v);
                 v
             })
             .collect();
         let mut sends = Vec::with_capacity(chunk.len());
-        for (a, v) in chunk.iter().zip(&values) {
+        for ((p, a), v) in chunk.iter().zip(&values) {
             let rec = FutureRecord::to(topic)
-                .partition(0)
+                .partition(*p)
                 .key(&*a.sensor)
                 .payload(v)
                 .headers(headers.clone());
@@ -111,10 +117,23 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let full = std::env::args().any(|a| a == "--bench");
-    let (sensors, rounds) = if full { (100_000, 5) } else { (200, 1) };
+    let knob = |name: &str, default: usize| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let (sensors, rounds) = if full {
+        (
+            knob("EDGEFLOW_BENCH_SENSORS", 100_000),
+            knob("EDGEFLOW_BENCH_ROUNDS", 5),
+        )
+    } else {
+        (200, 1)
+    };
     let kafka = Kafka::start_in_memory().await;
     let (input, results) = (unique_topic("restart-in"), unique_topic("restart-out"));
-    kafka.create_topic(&input, 1).await;
+    kafka.create_topic(&input, PARTITIONS).await;
     kafka.create_topic(&results, 1).await;
     let workdir = tempfile::tempdir().expect("workdir");
     let http = std::net::TcpListener::bind("127.0.0.1:0")
@@ -175,10 +194,13 @@ topic = "{results}"
     for round in 0..rounds as i64 {
         // 1. A minute of state: one aggregate per sensor, all read by the node.
         let minute = T0 + 2 * round * MINUTE;
-        let aggs: Vec<Aggregate> = names
+        let aggs: Vec<(i32, Aggregate)> = names
             .iter()
             .enumerate()
-            .map(|(i, s)| aggregate(s, minute + (i as i64 * 7) % 50_000))
+            .map(|(i, s)| {
+                let p = (i % PARTITIONS as usize) as i32;
+                (p, aggregate(s, minute + (i as i64 * 7) % 50_000))
+            })
             .collect();
         produce(&producer, &input, &aggs).await;
         let want = read + sensors as f64;
@@ -217,7 +239,11 @@ topic = "{results}"
         // 3. Start again; the record that closes the minute goes out at once.
         let started = Instant::now();
         node.restart();
-        produce(&producer, &input, &[aggregate("tick", minute + MINUTE + 1)]).await;
+        // Every partition's watermark must pass the minute.
+        let ticks: Vec<(i32, Aggregate)> = (0..PARTITIONS)
+            .map(|p| (p, aggregate(&format!("tick-{p}"), minute + MINUTE + 1)))
+            .collect();
+        produce(&producer, &input, &ticks).await;
         let first = tokio::task::spawn_blocking(move || loop {
             match consumer.poll(Duration::from_millis(100)) {
                 Some(Ok(_)) => break started.elapsed(),
