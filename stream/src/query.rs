@@ -437,17 +437,7 @@ fn retraction_batch(
     schema: SchemaRef,
     retracted: &[Retraction],
 ) -> Result<RecordBatch> {
-    let mut cols: Vec<ArrayRef> = match converter {
-        Some(c) => {
-            let parser = c.parser();
-            c.convert_rows(retracted.iter().map(|r| parser.parse(&r.key)))?
-        }
-        None => Vec::new(),
-    };
-    let starts: ArrayRef = Arc::new(TimestampMillisecondArray::from(
-        retracted.iter().map(|r| r.start).collect::<Vec<_>>(),
-    ));
-    cols.insert(w.window_pos, starts);
+    let cols = group_columns(w, converter, retracted.iter().map(|r| (&*r.key, r.start)))?;
     let cols = cols
         .into_iter()
         .zip(schema.fields())
@@ -511,21 +501,8 @@ fn window_batch(
     converter: Option<&RowConverter>,
     emitted: &[Emitted],
 ) -> Result<RecordBatch> {
-    let mut keys: Vec<ArrayRef> = match converter {
-        Some(c) => {
-            let parser = c.parser();
-            c.convert_rows(emitted.iter().map(|e| parser.parse(&e.key)))?
-        }
-        None => Vec::new(),
-    };
+    let keys = group_columns(w, converter, emitted.iter().map(|e| (&*e.key, e.start)))?;
     let schema = &w.agg_schema;
-    let starts =
-        TimestampMillisecondArray::from(emitted.iter().map(|e| e.start).collect::<Vec<_>>())
-            .with_timezone_opt(match schema.field(w.window_pos).data_type() {
-                datafusion::arrow::datatypes::DataType::Timestamp(_, tz) => tz.clone(),
-                _ => None,
-            });
-    keys.insert(w.window_pos, Arc::new(starts));
     let n_group = keys.len();
     let mut cols = keys;
     for (j, _) in w.kinds.iter().enumerate() {
@@ -536,6 +513,30 @@ fn window_batch(
     // The aggregate schema's fields may be declared non-nullable where our values are
     // not null; build with its field list.
     Ok(RecordBatch::try_new(schema.clone(), cols)?)
+}
+
+/// The group columns of windows given as (key in row format, window start): the keys,
+/// with the window start (in the aggregate schema's timestamp type) at its position.
+fn group_columns<'k>(
+    w: &WindowedPlan,
+    converter: Option<&RowConverter>,
+    windows: impl Iterator<Item = (&'k [u8], i64)> + Clone,
+) -> Result<Vec<ArrayRef>> {
+    let mut cols: Vec<ArrayRef> = match converter {
+        Some(c) => {
+            let parser = c.parser();
+            c.convert_rows(windows.clone().map(|(k, _)| parser.parse(k)))?
+        }
+        None => Vec::new(),
+    };
+    let tz = match w.agg_schema.field(w.window_pos).data_type() {
+        datafusion::arrow::datatypes::DataType::Timestamp(_, tz) => tz.clone(),
+        _ => None,
+    };
+    let starts = TimestampMillisecondArray::from(windows.map(|(_, s)| s).collect::<Vec<_>>())
+        .with_timezone_opt(tz);
+    cols.insert(w.window_pos, Arc::new(starts));
+    Ok(cols)
 }
 
 fn to_type(a: ArrayRef, target: &datafusion::arrow::datatypes::DataType) -> Result<ArrayRef> {
