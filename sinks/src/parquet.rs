@@ -296,7 +296,9 @@ impl Sink for ParquetSink {
                 .insert(id_rows.row(i).data());
         }
         let mut all = self.buckets.lock().await;
-        let q = all.entry(shape.query.clone()).or_default();
+        let Some(q) = all.get_mut(&shape.query) else {
+            return Ok(());
+        };
         let oldest_held = q.keys().next().copied();
         for (b, gone) in by_bucket {
             let Some(bucket) = q.get_mut(&b) else {

@@ -35,8 +35,8 @@ pub struct Output {
     /// for the caller to dead-letter, never dropped.
     pub untimed: Vec<RecordBatch>,
     /// Identities whose rows no longer exist (a window that stopped passing `HAVING`,
-    /// sessions merged), in [`QueryRuntime::identity_schema`]: for the sinks to delete,
-    /// before they take `rows`.
+    /// sessions merged): a column per identity column, in the order of
+    /// [`QueryRuntime::identity`]. For the sinks to delete before they take `rows`.
     pub retracted: Vec<RecordBatch>,
 }
 
@@ -124,12 +124,6 @@ impl QueryRuntime {
     /// Output columns that identify a row.
     pub fn identity(&self) -> &[usize] {
         &self.compiled.identity
-    }
-
-    /// The schema of retractions: the identity columns of the output schema, in the
-    /// order of [`QueryRuntime::identity`].
-    pub fn identity_schema(&self) -> SchemaRef {
-        identity_schema(&self.compiled.output_schema, &self.compiled.identity)
     }
 
     /// The output column holding the window start (windowed queries).
