@@ -13,6 +13,12 @@
 //!   the node refuses to start, naming the partition.
 //!
 //! (The consumer's `auto.offset.reset` would instead jump silently to the log start.)
+//!
+//! A partition the checkpoint does not hold yet (the node had read nothing of it when
+//! the checkpoint was taken) starts where the stream config says, resolved to a
+//! concrete offset at start ([`fresh`]), so that the next checkpoint records it: a
+//! partition that starts at its end and receives records while the node is down is
+//! not skipped past them at the following restart.
 
 use std::fmt;
 
@@ -79,6 +85,18 @@ pub fn resume(
     })
 }
 
+/// Where a partition the checkpoint does not hold starts: its log start (`from_end`
+/// false) or its end, given those offsets now. Every record from there to the end is
+/// read, for the first time or again (`replay`).
+pub fn fresh(from_end: bool, log_start: i64, end: i64) -> Resume {
+    let offset = if from_end { end } else { log_start };
+    Resume {
+        offset,
+        replay: end - offset,
+        lost: 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,6 +135,26 @@ mod tests {
                 replay: 0,
                 lost: 0
             })
+        );
+    }
+
+    #[test]
+    fn a_partition_the_checkpoint_does_not_hold_starts_at_a_concrete_offset() {
+        assert_eq!(
+            fresh(false, 10, 100),
+            Resume {
+                offset: 10,
+                replay: 90,
+                lost: 0
+            }
+        );
+        assert_eq!(
+            fresh(true, 10, 100),
+            Resume {
+                offset: 100,
+                replay: 0,
+                lost: 0
+            }
         );
     }
 

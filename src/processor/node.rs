@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use datafusion::arrow::array::RecordBatch;
 use datafusion::prelude::SessionContext;
-use edgeflow_ingest::resume::{resume, Resume};
+use edgeflow_ingest::resume::{fresh, resume, Resume};
 use edgeflow_ingest::source::{Assignment, StartOffset};
 use edgeflow_sinks::{QueryShape, SinkRef};
 use edgeflow_stream::engine::{Engine, QueryDecl, QueryInfo, StreamDecl};
@@ -54,8 +54,10 @@ pub struct Node {
     pub(super) config: ProcessorConfig,
     /// Where checkpoints go (`None`: checkpoints are off).
     pub(super) checkpoints: Option<Arc<CheckpointStore>>,
-    /// Each partition's next offset in the checkpoint the node started from.
-    pub(super) restored_offsets: BTreeMap<(String, i32), i64>,
+    /// With checkpoints on, each partition's offset where reading starts: its next
+    /// offset in the checkpoint the node started from, or where the stream config
+    /// starts a partition the checkpoint does not hold, resolved to an offset.
+    pub(super) start_offsets: BTreeMap<(String, i32), i64>,
 }
 
 /// The checkpoint file of a sink's state for a query.
@@ -122,6 +124,24 @@ fn topic_partitions(
     Ok(t.partitions().iter().map(|p| p.id()).collect())
 }
 
+/// The log start and end offsets of a partition now.
+fn partition_ends(
+    consumer: &BaseConsumer,
+    config: &ProcessorConfig,
+    topic: &str,
+    partition: i32,
+) -> Result<(i64, i64)> {
+    consumer
+        .fetch_watermarks(topic, partition, Duration::from_secs(10))
+        .with_context(|| {
+            format!(
+                "cannot read the offsets of topic `{topic}` partition {partition} from {}; \
+                 is Kafka up? check kafka.brokers",
+                config.kafka.brokers
+            )
+        })
+}
+
 /// Where a partition with a checkpoint resumes: its checkpointed offset checked against
 /// what the broker holds of the partition now ([`edgeflow_ingest::resume`]).
 fn resume_from_checkpoint(
@@ -131,15 +151,7 @@ fn resume_from_checkpoint(
     partition: i32,
     checkpointed: i64,
 ) -> Result<Resume> {
-    let (log_start, end) = consumer
-        .fetch_watermarks(topic, partition, Duration::from_secs(10))
-        .with_context(|| {
-            format!(
-                "cannot read the offsets of topic `{topic}` partition {partition} from {}; \
-                 is Kafka up? check kafka.brokers",
-                config.kafka.brokers
-            )
-        })?;
+    let (log_start, end) = partition_ends(consumer, config, topic, partition)?;
     let r = resume(topic, partition, checkpointed, log_start, end)?;
     if r.lost > 0 {
         tracing::error!(
@@ -178,6 +190,7 @@ impl Node {
         // Records between the checkpoint and the partitions' ends, and records retention
         // deleted before they were read.
         let (mut replay, mut lost) = (0, 0);
+        let mut start_offsets = BTreeMap::new();
         for s in &config.streams {
             let format = s.format().with_context(|| format!("stream `{}`", s.name))?;
             engine.add_stream(StreamDecl {
@@ -208,6 +221,16 @@ impl Node {
                                 .with_context(|| format!("stream `{}`", s.name))?;
                             replay += r.replay;
                             lost += r.lost;
+                            start_offsets.insert((s.topic.clone(), p), r.offset);
+                            StartOffset::At(r.offset)
+                        }
+                        // Checkpoints on: an offset the next checkpoint can record.
+                        None if checkpoints.is_some() => {
+                            let (log_start, end) = partition_ends(&consumer, &config, &s.topic, p)
+                                .with_context(|| format!("stream `{}`", s.name))?;
+                            let r = fresh(s.start == "end", log_start, end);
+                            replay += r.replay;
+                            start_offsets.insert((s.topic.clone(), p), r.offset);
                             StartOffset::At(r.offset)
                         }
                         None if s.start == "end" => StartOffset::End,
@@ -243,16 +266,7 @@ impl Node {
             topics,
             assignments,
             config: config.clone(),
-            restored_offsets: restored
-                .as_ref()
-                .map(|r| {
-                    r.manifest
-                        .sources
-                        .iter()
-                        .map(|s| ((s.topic.clone(), s.partition), s.next_offset))
-                        .collect()
-                })
-                .unwrap_or_default(),
+            start_offsets,
             checkpoints,
         });
         for q in &config.queries {

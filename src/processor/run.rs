@@ -41,7 +41,7 @@ pub async fn run(
         let _ = stop_rx.await;
     }));
     let mut runner = Runner {
-        offsets: node.restored_offsets.clone(),
+        offsets: node.start_offsets.clone(),
         node: node.clone(),
         dead_letters: DeadLetters {
             producer: producer_config(&cfg.kafka.brokers, &cfg.kafka.properties, &[]).create()?,
