@@ -141,6 +141,50 @@ struct QueryIdentity {
     allowed_lateness_ms: i64,
 }
 
+/// The identity file of a query's state.
+fn query_identity(decl: &QueryDecl) -> Result<Vec<u8>> {
+    let id = QueryIdentity {
+        sql: decl.sql.clone(),
+        allowed_lateness_ms: decl.allowed_lateness_ms,
+    };
+    serde_json::to_vec(&id).map_err(|e| Error::Checkpoint(e.to_string()))
+}
+
+/// Takes the identity file out of a query's state files and checks that the state
+/// belongs to the query as declared now.
+fn check_identity(name: &str, decl: &QueryDecl, files: &mut BTreeMap<String, &[u8]>) -> Result<()> {
+    let id: QueryIdentity = files
+        .remove(QUERY_FILE)
+        .ok_or_else(|| Error::Checkpoint(format!("query `{name}`: no `{QUERY_FILE}`")))
+        .and_then(|b| {
+            serde_json::from_slice(b).map_err(|e| Error::Checkpoint(format!("query `{name}`: {e}")))
+        })?;
+    if id.sql != decl.sql || id.allowed_lateness_ms != decl.allowed_lateness_ms {
+        return Err(Error::Checkpoint(format!(
+            "query `{name}` changed since the state was written (its SQL or allowed lateness \
+             differs), so its windows do not fit it; give the changed query a new name, or \
+             remove the checkpoint to start over"
+        )));
+    }
+    Ok(())
+}
+
+/// State files grouped by query (`query=<name>/<file>` → name → file → bytes).
+fn files_by_query(
+    files: &BTreeMap<String, impl AsRef<[u8]>>,
+) -> BTreeMap<&str, BTreeMap<String, &[u8]>> {
+    let mut by_query: BTreeMap<&str, BTreeMap<String, &[u8]>> = BTreeMap::new();
+    for (name, bytes) in files {
+        if let Some((query, file)) = name.strip_prefix("query=").and_then(|r| r.split_once('/')) {
+            by_query
+                .entry(query)
+                .or_default()
+                .insert(file.to_string(), bytes.as_ref());
+        }
+    }
+    by_query
+}
+
 /// The processor's streams, tables and queries.
 pub struct Engine {
     pull: SessionContext,
@@ -435,12 +479,7 @@ impl Engine {
         }
         for q in self.queries.values().filter(|q| q.error.is_none()) {
             let dir = format!("query={}", q.decl.name);
-            let id = QueryIdentity {
-                sql: q.decl.sql.clone(),
-                allowed_lateness_ms: q.decl.allowed_lateness_ms,
-            };
-            let id = serde_json::to_vec(&id).map_err(|e| Error::Checkpoint(e.to_string()))?;
-            files.push((format!("{dir}/{QUERY_FILE}"), id));
+            files.push((format!("{dir}/{QUERY_FILE}"), query_identity(&q.decl)?));
             for (name, bytes) in q.runtime.encode_state(&q.runtime.snapshot())? {
                 files.push((format!("{dir}/{name}"), bytes));
             }
@@ -460,7 +499,6 @@ impl Engine {
         files: &BTreeMap<String, impl AsRef<[u8]>>,
         now_ms: i64,
     ) -> Result<()> {
-        let mut by_query: BTreeMap<&str, BTreeMap<String, &[u8]>> = BTreeMap::new();
         for (name, bytes) in files {
             if let Some(stream) = name
                 .strip_prefix("stream=")
@@ -479,18 +517,9 @@ impl Engine {
                         "the checkpoint holds a latest table the stream no longer has; skipped"
                     ),
                 }
-                continue;
             }
-            let Some((query, file)) = name.strip_prefix("query=").and_then(|r| r.split_once('/'))
-            else {
-                continue;
-            };
-            by_query
-                .entry(query)
-                .or_default()
-                .insert(file.to_string(), bytes.as_ref());
         }
-        for (name, mut files) in by_query {
+        for (name, mut files) in files_by_query(files) {
             let Some(q) = self.queries.get_mut(name) else {
                 tracing::warn!(
                     query = name,
@@ -498,20 +527,7 @@ impl Engine {
                 );
                 continue;
             };
-            let id: QueryIdentity = files
-                .remove(QUERY_FILE)
-                .ok_or_else(|| Error::Checkpoint(format!("query `{name}`: no `{QUERY_FILE}`")))
-                .and_then(|b| {
-                    serde_json::from_slice(b)
-                        .map_err(|e| Error::Checkpoint(format!("query `{name}`: {e}")))
-                })?;
-            if id.sql != q.decl.sql || id.allowed_lateness_ms != q.decl.allowed_lateness_ms {
-                return Err(Error::Checkpoint(format!(
-                    "query `{name}` changed since the checkpoint (its SQL or allowed lateness \
-                     differs), so its windows in the checkpoint do not fit it; give the changed \
-                     query a new name, or remove the checkpoint to start over"
-                )));
-            }
+            check_identity(name, &q.decl, &mut files)?;
             if let Some(live) = files.remove(LIVE_FILE) {
                 for b in ipc_batches(live, &q.live.schema())
                     .map_err(|e| Error::Checkpoint(format!("query `{name}`'s live table: {e}")))?
@@ -523,6 +539,125 @@ impl Engine {
                 .decode_state(&files)
                 .and_then(|st| q.runtime.restore(st, now_ms))
                 .map_err(|e| Error::Checkpoint(format!("query `{name}`: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// Releases `partition` of `stream` for another processor: every query over the
+    /// stream hands over its share of the state (the partition's first stage, the
+    /// windows it fed, its watermark) and stops tracking the partition. Returns the
+    /// state as checkpoint files in [`Engine::checkpoint_files`]' layout, for
+    /// [`Engine::adopt_partition`]. `message_key` is the stream's column the Kafka
+    /// message key holds. Either every query releases or none does: a query whose
+    /// windows can take rows of several partitions (its group keys do not include
+    /// `message_key`, or session windows) refuses, naming itself, and nothing changes.
+    /// The query's live table keeps the rows already emitted.
+    pub fn release_partition(
+        &mut self,
+        stream: &str,
+        partition: i32,
+        message_key: &str,
+        now_ms: i64,
+    ) -> Result<Vec<(String, Vec<u8>)>> {
+        let s = self
+            .streams
+            .get_mut(stream)
+            .ok_or_else(|| Error::Name(format!("no stream `{stream}`")))?;
+        if !s.partitions.contains_key(&partition) {
+            return Err(Error::Name(format!(
+                "stream `{stream}` has no partition {partition} here"
+            )));
+        }
+        let running = || {
+            self.queries
+                .values()
+                .filter(|q| q.stream == stream && q.error.is_none())
+        };
+        for q in running() {
+            q.runtime
+                .check_release(partition, message_key)
+                .map_err(|e| Error::Checkpoint(format!("query `{}`: {e}", q.decl.name)))?;
+        }
+        s.partitions.remove(&partition);
+        let mut files = Vec::new();
+        for q in self
+            .queries
+            .values_mut()
+            .filter(|q| q.stream == stream && q.error.is_none())
+        {
+            let dir = format!("query={}", q.decl.name);
+            files.push((format!("{dir}/{QUERY_FILE}"), query_identity(&q.decl)?));
+            let state = q
+                .runtime
+                .release(partition, message_key, now_ms)
+                .map_err(|e| Error::Checkpoint(format!("query `{}`: {e}", q.decl.name)))?;
+            for (name, bytes) in q.runtime.encode_state(&state)? {
+                files.push((format!("{dir}/{name}"), bytes));
+            }
+        }
+        Ok(files)
+    }
+
+    /// Takes over `partition` of `stream` with the state another processor released
+    /// ([`Engine::release_partition`]; file name → bytes): each query goes on with the
+    /// partition as that processor would have. A query the files hold nothing for
+    /// starts the partition empty; state of a query not defined here is skipped with a
+    /// warning; state of a query whose SQL or lateness differs is refused.
+    pub fn adopt_partition(
+        &mut self,
+        stream: &str,
+        partition: i32,
+        files: &BTreeMap<String, impl AsRef<[u8]>>,
+        now_ms: i64,
+    ) -> Result<()> {
+        let s = self
+            .streams
+            .get_mut(stream)
+            .ok_or_else(|| Error::Name(format!("no stream `{stream}`")))?;
+        if s.partitions.contains_key(&partition) {
+            return Err(Error::Name(format!(
+                "stream `{stream}` already has partition {partition} here"
+            )));
+        }
+        let mut by_query = files_by_query(files);
+        // Every query's state is read before any is adopted.
+        let mut states = Vec::new();
+        for q in self
+            .queries
+            .values()
+            .filter(|q| q.stream == stream && q.error.is_none())
+        {
+            let name = q.decl.name.as_str();
+            let state = match by_query.remove(name) {
+                Some(mut files) => {
+                    check_identity(name, &q.decl, &mut files)?;
+                    Some(
+                        q.runtime
+                            .decode_state(&files)
+                            .map_err(|e| Error::Checkpoint(format!("query `{name}`: {e}")))?,
+                    )
+                }
+                None => None,
+            };
+            states.push((name.to_string(), state));
+        }
+        for name in by_query.keys() {
+            tracing::warn!(
+                query = name,
+                partition,
+                "the released partition holds state of a query that is not defined here; skipped"
+            );
+        }
+        s.partitions.insert(partition, None);
+        for (name, state) in states {
+            let q = self.queries.get_mut(&name).expect("listed above");
+            match state {
+                Some(st) => q
+                    .runtime
+                    .adopt(partition, st, now_ms)
+                    .map_err(|e| Error::Checkpoint(format!("query `{name}`: {e}")))?,
+                None => q.runtime.add_partition(partition, now_ms),
+            }
         }
         Ok(())
     }
@@ -748,6 +883,11 @@ mod tests {
 
     /// An engine over the stream `s` (two partitions) running `query` as `q`.
     async fn engine_with(query: &str) -> Engine {
+        engine_on(query, &[0, 1]).await
+    }
+
+    /// An engine over the stream `s` with `partitions` running `query` as `q`.
+    async fn engine_on(query: &str, partitions: &[i32]) -> Engine {
         let mut e = Engine::new();
         e.add_stream(StreamDecl {
             name: "s".into(),
@@ -758,8 +898,9 @@ mod tests {
             latest_rows: 10,
         })
         .expect("stream");
-        e.add_partition("s", 0, 0).expect("partition 0");
-        e.add_partition("s", 1, 0).expect("partition 1");
+        for &p in partitions {
+            e.add_partition("s", p, 0).expect("partition");
+        }
         if !query.is_empty() {
             e.create_query(
                 QueryDecl {
@@ -1058,5 +1199,98 @@ mod tests {
             .collect();
         let e = other.restore_files(&files, 0).unwrap_err().to_string();
         assert!(e.contains("query `q` changed"), "{e}");
+    }
+
+    /// What a sink holds after `outputs`: each identity's last row, printed.
+    fn upserted(outputs: &[QueryOutput]) -> BTreeMap<String, String> {
+        let mut rows = BTreeMap::new();
+        for b in outputs.iter().flat_map(|o| &o.rows) {
+            for i in 0..b.num_rows() {
+                let row = b.slice(i, 1);
+                let text = datafusion::arrow::util::pretty::pretty_format_batches(
+                    std::slice::from_ref(&row),
+                )
+                .expect("prints")
+                .to_string();
+                let id = datafusion::arrow::util::pretty::pretty_format_batches(&[row
+                    .project(&[0, 1])
+                    .expect("identity")])
+                .expect("prints")
+                .to_string();
+                rows.insert(id, text);
+            }
+        }
+        rows
+    }
+
+    #[tokio::test]
+    async fn a_partition_released_by_one_engine_goes_on_in_another() {
+        let sql = "SELECT sensor, tumble(ts, INTERVAL '1 minute') AS minute, count(*) AS n, \
+                   sum(value) AS total, approx_median(value) AS mid \
+                   FROM s GROUP BY sensor, tumble(ts, INTERVAL '1 minute')";
+        // Sensor `a` on partition 0, `b` on partition 1 (the message key is the
+        // sensor), minutes interleaved.
+        let steps: Vec<Step> = (0..12)
+            .map(|i| {
+                let t = T0 + i as i64 * 20_000;
+                let p = i % 2;
+                let sensor = ["a", "b"][p as usize];
+                (p, vec![(sensor, t, None), (sensor, t + 5_000, None)])
+            })
+            .collect();
+        let end = 10 * IDLE_MS;
+        let mut whole = engine_with(sql).await;
+        let mut all = feed(&mut whole, &steps, 0).await;
+        all.extend(whole.tick(end).expect("tick"));
+        let want = upserted(&all);
+        assert!(want.len() >= 6, "{want:?}");
+        for cut in [0, 3, 7, 12] {
+            let mut a = engine_with(sql).await;
+            let mut got = feed(&mut a, &steps[..cut], 0).await;
+            let files: BTreeMap<String, Vec<u8>> = a
+                .release_partition("s", 1, "sensor", cut as i64)
+                .expect("releases")
+                .into_iter()
+                .collect();
+            let mut b = engine_on(sql, &[]).await;
+            b.adopt_partition("s", 1, &files, cut as i64)
+                .expect("adopts");
+            for (k, (p, rows)) in steps.iter().enumerate().skip(cut) {
+                let (batch, max) = batch(rows);
+                let e = if *p == 0 { &mut a } else { &mut b };
+                got.extend(
+                    e.process("s", *p, batch, max, k as i64)
+                        .await
+                        .expect("process"),
+                );
+            }
+            got.extend(a.tick(end).expect("tick"));
+            got.extend(b.tick(end).expect("tick"));
+            assert_eq!(upserted(&got), want, "partition 1 moved before batch {cut}");
+            assert!(
+                a.release_partition("s", 1, "sensor", end).is_err(),
+                "the partition left"
+            );
+        }
+
+        // A query whose windows take rows of several partitions refuses, naming
+        // itself, and keeps the partition.
+        let by_minute = "SELECT tumble(ts, INTERVAL '1 minute') AS minute, count(*) AS n \
+                         FROM s GROUP BY tumble(ts, INTERVAL '1 minute')";
+        let mut a = engine_with(by_minute).await;
+        feed(&mut a, &steps[..4], 0).await;
+        let e = a
+            .release_partition("s", 1, "sensor", 4)
+            .expect_err("keys span partitions")
+            .to_string();
+        assert!(
+            e.contains("query `q`") && e.contains("message key `sensor`"),
+            "{e}"
+        );
+        let rest = feed(&mut a, &steps, 4).await;
+        assert!(
+            !rest.is_empty(),
+            "the refused partition is still processed here"
+        );
     }
 }

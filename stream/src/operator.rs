@@ -54,6 +54,17 @@
 //! (group slots and their reuse order are part of the state, because emission order
 //! and `first_value`/`last_value` ties follow them). Releasing a partition is taking
 //! its snapshot and dropping it; another runtime restores it.
+//!
+//! ## Moving a partition
+//!
+//! The final stage remembers which partition each window's partials came from
+//! ([`Origin`]). When every group key lives on one partition (the keys include the
+//! stream's message key), each window has one origin, and a partition can move to
+//! another runtime with its share of the final stage: [`FinalWindows::release`] takes
+//! out the windows that came from it, [`FinalWindows::adopt`] puts them into the
+//! other runtime's final stage, which goes on emitting them as this one would have.
+//! A window fed by several partitions (keys that span partitions) cannot be split
+//! that way; releasing then fails, naming the reason.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -63,6 +74,29 @@ use datafusion::arrow::array::{Array, Float64Array};
 
 use crate::accum::{Acc, AggKind};
 use crate::window::{floor_to, WindowSpec};
+
+/// Which input partitions a final-stage window's partials came from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Origin {
+    /// None yet (a first-stage group).
+    #[default]
+    None,
+    /// One partition.
+    One(i32),
+    /// Several partitions, or not known (state written before origins were kept).
+    Many,
+}
+
+impl Origin {
+    /// The origin of a window that took partials from both.
+    pub fn join(self, other: Origin) -> Origin {
+        match (self, other) {
+            (Origin::None, o) | (o, Origin::None) => o,
+            (Origin::One(a), Origin::One(b)) if a == b => Origin::One(a),
+            _ => Origin::Many,
+        }
+    }
+}
 
 /// One group's partial state handed from a partition to the query.
 #[derive(Clone, Debug, PartialEq)]
@@ -85,6 +119,8 @@ struct Group {
     /// Final stage: the window starts under which this window's rows are shown at the
     /// sinks (emitted and passing `HAVING`); several after sessions merged.
     shown: Vec<i64>,
+    /// Final stage: the partitions its partials came from.
+    origin: Origin,
 }
 
 /// No recent group for a key.
@@ -107,6 +143,8 @@ pub struct GroupState {
     pub handed: bool,
     /// Final stage: window starts under which the window's rows are shown.
     pub shown: Vec<i64>,
+    /// Final stage: the partitions its partials came from.
+    pub origin: Origin,
     /// One accumulator per aggregate of the query.
     pub accs: Vec<Acc>,
 }
@@ -200,6 +238,7 @@ impl GroupStore {
                     dirty: g.dirty,
                     handed: g.handed,
                     shown: g.shown.clone(),
+                    origin: g.origin,
                     accs: self.accs[i * n..(i + 1) * n].to_vec(),
                 })
             })
@@ -241,6 +280,7 @@ impl GroupStore {
                 dirty: g.dirty,
                 handed: g.handed,
                 shown: g.shown,
+                origin: g.origin,
             });
             for (to, a) in s.accs[slot * n..(slot + 1) * n].iter_mut().zip(g.accs) {
                 *to = a;
@@ -323,6 +363,7 @@ impl GroupStore {
             dirty: true,
             handed: false,
             shown: Vec::new(),
+            origin: Origin::None,
         };
         self.key_refs[key as usize] += 1;
         let idx = match self.free.pop() {
@@ -385,6 +426,7 @@ impl GroupStore {
                     target.start = target.start.min(g.start);
                     target.handed |= g.handed;
                     target.shown.extend(g.shown);
+                    target.origin = target.origin.join(g.origin);
                     let new_end = target.end.max(g.end);
                     self.set_end(first, new_end);
                 }
@@ -731,20 +773,129 @@ impl FinalWindows {
         }
     }
 
-    /// Merges partitions' partial states in.
-    pub fn merge(&mut self, partials: Vec<Partial>) {
+    /// Merges the partial states of partition `partition` in (for session windows,
+    /// whose first stage serves every partition, the caller's slot 0).
+    pub fn merge(&mut self, partition: i32, partials: Vec<Partial>) {
         for p in partials {
             let k = self.store.key_id(&p.key);
-            if self.store.session {
-                self.store.session(k, p.start, p.end, Some(&p.accs));
+            let i = if self.store.session {
+                self.store.session(k, p.start, p.end, Some(&p.accs))
             } else {
                 let i = self.store.fixed(k, p.start, p.end);
                 for (a, b) in self.store.accs_mut(i).iter_mut().zip(&p.accs) {
                     a.merge(b);
                 }
                 self.store.group_mut(i).dirty = true;
+                i
+            };
+            let g = self.store.group_mut(i);
+            g.origin = g.origin.join(Origin::One(partition));
+        }
+    }
+
+    /// Takes out the windows whose partials came from `partition` alone, as a state
+    /// [`FinalWindows::adopt`] puts into another runtime's final stage (slots
+    /// renumbered from 0, in their order here). Fails, changing nothing, when a
+    /// window took partials from several partitions (or its origin is not known), or
+    /// for session windows, whose first stage serves every partition.
+    pub fn release(&mut self, partition: i32) -> Result<FinalState, String> {
+        self.check_release(partition)?;
+        let slots: Vec<u32> = (0..self.store.groups.len() as u32)
+            .filter(|&i| {
+                self.store.groups[i as usize]
+                    .as_ref()
+                    .is_some_and(|g| g.origin == Origin::One(partition))
+            })
+            .collect();
+        let groups = slots
+            .into_iter()
+            .enumerate()
+            .map(|(n, i)| {
+                let (g, accs, key) = self.store.take(i);
+                GroupState {
+                    slot: n as u32,
+                    key,
+                    start: g.start,
+                    end: g.end,
+                    dirty: g.dirty,
+                    handed: g.handed,
+                    shown: g.shown,
+                    origin: g.origin,
+                    accs,
+                }
+            })
+            .collect::<Vec<_>>();
+        Ok(FinalState {
+            store: StoreState {
+                slots: groups.len() as u32,
+                groups,
+                free: Vec::new(),
+                sessions: Vec::new(),
+            },
+        })
+    }
+
+    /// Whether [`FinalWindows::release`] would succeed; the error says why not.
+    pub fn check_release(&self, partition: i32) -> Result<(), String> {
+        if self.store.session {
+            return Err(format!(
+                "session windows cannot move partition {partition} between processors: \
+                 one first stage serves every partition"
+            ));
+        }
+        if self
+            .store
+            .groups
+            .iter()
+            .flatten()
+            .any(|g| g.origin == Origin::Many)
+        {
+            return Err(
+                "a window holds partials of several partitions (its group keys \
+                        span partitions)"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// Puts windows another runtime released ([`FinalWindows::release`]) into this
+    /// final stage, in their slot order. A window this stage already holds for the
+    /// same key and start takes the other's partials in.
+    pub fn adopt(&mut self, state: FinalState) -> Result<(), String> {
+        if self.store.session {
+            return Err("session windows cannot move between processors".into());
+        }
+        let n = self.store.kinds.len();
+        let mut groups = state.store.groups;
+        groups.sort_by_key(|g| g.slot);
+        for g in groups {
+            if g.accs.len() != n {
+                return Err(format!(
+                    "a group has {} accumulators, the query {n}",
+                    g.accs.len()
+                ));
+            }
+            let k = self.store.key_id(&g.key);
+            let held = self.store.fixed.contains_key(&(k, g.start));
+            let i = self.store.fixed(k, g.start, g.end);
+            for (a, b) in self.store.accs_mut(i).iter_mut().zip(&g.accs) {
+                a.merge(b);
+            }
+            let to = self.store.group_mut(i);
+            if held {
+                to.dirty |= g.dirty;
+                to.handed |= g.handed;
+                to.shown.extend(g.shown);
+                to.origin = to.origin.join(g.origin);
+            } else {
+                to.dirty = g.dirty;
+                to.handed = g.handed;
+                to.shown = g.shown;
+                to.origin = g.origin;
             }
         }
+        Ok(())
     }
 
     /// Emits every window that ended at or before `watermark` and changed since it

@@ -115,6 +115,10 @@ pub struct WindowedPlan {
     pub late_schema: SchemaRef,
     /// Number of key columns at the front of `pre`'s output.
     pub n_keys: usize,
+    /// For each group key that is a column of the input (possibly behind casts),
+    /// its name: a query whose keys include the stream's message key groups within
+    /// partitions.
+    pub key_columns: Vec<Option<String>>,
     /// Aggregates, in the order of the `GROUP BY`'s aggregate list.
     pub kinds: Arc<[AggKind]>,
     /// For each aggregate, the column of `pre`'s output holding its argument.
@@ -350,6 +354,10 @@ pub async fn compile(ctx: &SessionContext, sql: &str, slot: Arc<Slot>) -> Result
             pre,
             late_schema,
             n_keys: keys.len(),
+            key_columns: keys
+                .iter()
+                .map(|k| column_name(k).map(str::to_string))
+                .collect(),
             kinds: Arc::from(kinds),
             arg_columns,
             window_pos,
@@ -363,19 +371,21 @@ pub async fn compile(ctx: &SessionContext, sql: &str, slot: Arc<Slot>) -> Result
     })
 }
 
+/// The name of the column `e` is, possibly behind casts the planner added.
+fn column_name(e: &Expr) -> Option<&str> {
+    match e {
+        Expr::Column(c) => Some(&c.name),
+        Expr::Cast(c) => column_name(&c.expr),
+        Expr::TryCast(c) => column_name(&c.expr),
+        _ => None,
+    }
+}
+
 /// The schema of late rows: the pre-aggregation columns named after what they hold
 /// (a column's own name, else the expression's text; the event time keeps its
 /// column's name, else `event_time`), made unique with a `_2`, `_3`... suffix.
 fn late_schema(pre: &SchemaRef, keys: &[Expr], ts: &Expr, args: &[Expr]) -> SchemaRef {
-    // A column, possibly behind casts the planner added.
-    fn column(e: &Expr) -> Option<&str> {
-        match e {
-            Expr::Column(c) => Some(&c.name),
-            Expr::Cast(c) => column(&c.expr),
-            Expr::TryCast(c) => column(&c.expr),
-            _ => None,
-        }
-    }
+    let column = column_name;
     let name = |e: &Expr| column(e).map_or_else(|| e.schema_name().to_string(), str::to_string);
     let ts_name = column(ts).unwrap_or("event_time").to_string();
     let wanted = keys

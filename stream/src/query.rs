@@ -282,6 +282,102 @@ impl QueryRuntime {
         Ok(state)
     }
 
+    /// Releases `partition` for another runtime: takes its share of the state out
+    /// (its first stage, the final stage's windows it fed, its watermark) as a
+    /// [`QueryState`] for [`QueryRuntime::adopt`], and stops tracking it.
+    /// `message_key` is the stream's column the Kafka message key holds: a windowed
+    /// query can only release a partition when its group keys include that column,
+    /// so that every window is fed by one partition. Fails, changing nothing,
+    /// otherwise (the reason names the query's keys).
+    pub fn release(
+        &mut self,
+        partition: i32,
+        message_key: &str,
+        now_ms: i64,
+    ) -> Result<QueryState> {
+        self.check_release(partition, message_key)?;
+        let mut state = QueryState {
+            partition_watermarks: BTreeMap::from([(
+                partition,
+                self.watermarks.partition_watermark(partition),
+            )]),
+            ..Default::default()
+        };
+        if let Some(fin) = self.fin.as_mut() {
+            state.fin = Some(
+                fin.release(partition)
+                    .map_err(|e| Error::Checkpoint(format!("partition {partition}: {e}")))?,
+            );
+            if let Some(stage) = self.partitions.remove(&partition) {
+                state.stages.insert(partition, stage.snapshot());
+            }
+        }
+        self.watermarks.remove_partition(partition, now_ms);
+        Ok(state)
+    }
+
+    /// Whether [`QueryRuntime::release`] of `partition` would succeed; the error says
+    /// why not.
+    pub fn check_release(&self, partition: i32, message_key: &str) -> Result<()> {
+        let bad = |e: String| Error::Checkpoint(format!("partition {partition}: {e}"));
+        let (CompiledKind::Windowed(w), Some(fin)) = (&self.compiled.kind, self.fin.as_ref())
+        else {
+            return Ok(());
+        };
+        if !w
+            .key_columns
+            .iter()
+            .any(|k| k.as_deref() == Some(message_key))
+        {
+            return Err(bad(format!(
+                "the query's group keys do not include the stream's message key \
+                 `{message_key}`, so a window may take rows of several partitions; it \
+                 cannot move between processors (keys that span partitions need the \
+                 exchange)"
+            )));
+        }
+        fin.check_release(partition).map_err(bad)
+    }
+
+    /// Takes over `partition` with the state another runtime released for it
+    /// ([`QueryRuntime::release`]): it goes on as it would have there. This runtime's
+    /// watermark does not go back for it: rows of the partition behind it are late
+    /// here as they would be on any processor whose watermark has passed them, so
+    /// `allowed_lateness` must cover how far processors' watermarks drift apart.
+    pub fn adopt(&mut self, partition: i32, state: QueryState, now_ms: i64) -> Result<()> {
+        let bad = |e: String| Error::Checkpoint(format!("partition {partition}: {e}"));
+        if self.partitions.contains_key(&partition) {
+            return Err(bad("this runtime already holds the partition".into()));
+        }
+        match &self.compiled.kind {
+            CompiledKind::Windowed(w) => {
+                for (p, st) in state.stages {
+                    if p != partition {
+                        return Err(bad(format!("the state holds partition {p}")));
+                    }
+                    let stage =
+                        PartitionWindows::restore(w.spec, w.kinds.clone(), self.lateness, st)
+                            .map_err(bad)?;
+                    self.partitions.insert(p, stage);
+                }
+                if let (Some(f), Some(fin)) = (state.fin, self.fin.as_mut()) {
+                    fin.adopt(f).map_err(bad)?;
+                }
+            }
+            CompiledKind::Stateless(_) if !state.stages.is_empty() || state.fin.is_some() => {
+                return Err(bad("window state for a query without windows".into()));
+            }
+            CompiledKind::Stateless(_) => {}
+        }
+        let wm = state
+            .partition_watermarks
+            .get(&partition)
+            .copied()
+            .flatten();
+        self.watermarks.adopt_partition(partition, wm, now_ms);
+        Ok(())
+    }
+
     /// Starts tracking a partition (so the watermark waits for it).
     pub fn add_partition(&mut self, partition: i32, now_ms: i64) {
         self.watermarks.add_partition(partition, now_ms);
@@ -387,8 +483,8 @@ impl QueryRuntime {
         ) else {
             return Ok(Default::default());
         };
-        for p in self.partitions.values_mut() {
-            fin.merge(p.drain(wm));
+        for (slot, p) in self.partitions.iter_mut() {
+            fin.merge(*slot, p.drain(wm));
         }
         let converter = self.converter.as_ref();
         let mut rows = None;

@@ -86,6 +86,15 @@ impl WatermarkTracker {
         self.advance(now_ms)
     }
 
+    /// Starts tracking `partition`, moved here from another processor with the
+    /// watermark it had reached there (its idle clock starts now). The query's
+    /// watermark does not go back for it.
+    pub fn adopt_partition(&mut self, partition: i32, watermark: Option<i64>, now_ms: i64) {
+        let mut p = Partition::new(now_ms);
+        p.watermark = watermark;
+        self.partitions.insert(partition, p);
+    }
+
     /// A batch arrived on `partition` with largest event time `max_event_time`.
     /// Returns the query's watermark afterwards.
     pub fn observe(&mut self, partition: i32, max_event_time: i64, now_ms: i64) -> Option<i64> {

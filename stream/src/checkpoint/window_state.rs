@@ -8,6 +8,7 @@
 //! | `slot` | UInt32 | the group's slot (emission order among windows ending together) |
 //! | `start`, `end` | Int64 | the window (ms) |
 //! | `dirty`, `handed` | Boolean | see [`GroupState`] |
+//! | `origin` | Int32 | the partition the window's partials came from (final stage): NULL none yet, -1 several; read as several when absent |
 //! | `shown` | List of Int64 | the window starts its rows are shown under (final stage; read as empty when absent) |
 //! | `agg_<j>_...` | per aggregate | its partial state: `count` (Int64); `sum` (Float64) and `n` (UInt64); `value` (Float64, NULL when none yet) for min and max; `n`, `mean`, `m2` for variances; `ts` (Int64) and `value` for first and last; `sketch` (Binary, see `Sketch::to_bytes`) for percentiles |
 //!
@@ -20,11 +21,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BinaryArray, BooleanArray, Float64Array, Int64Array, ListArray,
-    PrimitiveArray, RecordBatch, UInt32Array, UInt64Array,
+    Array, ArrayRef, AsArray, BinaryArray, BooleanArray, Float64Array, Int32Array, Int64Array,
+    ListArray, PrimitiveArray, RecordBatch, UInt32Array, UInt64Array,
 };
 use datafusion::arrow::datatypes::{
-    ArrowPrimitiveType, Field, Float64Type, Int64Type, Schema, UInt32Type, UInt64Type,
+    ArrowPrimitiveType, Field, Float64Type, Int32Type, Int64Type, Schema, UInt32Type, UInt64Type,
 };
 use datafusion::arrow::ipc::reader::StreamReader;
 use datafusion::arrow::ipc::writer::StreamWriter;
@@ -32,7 +33,7 @@ use datafusion::arrow::row::RowConverter;
 use serde::{Deserialize, Serialize};
 
 use crate::accum::{Acc, AggKind, Sketch};
-use crate::operator::{FinalState, GroupState, PartitionState, StoreState};
+use crate::operator::{FinalState, GroupState, Origin, PartitionState, StoreState};
 use crate::{Error, Result};
 
 /// The schema metadata key holding the state's JSON header.
@@ -154,6 +155,14 @@ fn encode(
     push(
         "handed".into(),
         Arc::new(BooleanArray::from_iter(g.iter().map(|x| Some(x.handed)))),
+    );
+    push(
+        "origin".into(),
+        Arc::new(Int32Array::from_iter(g.iter().map(|x| match x.origin {
+            Origin::None => None,
+            Origin::One(p) => Some(p),
+            Origin::Many => Some(-1),
+        }))),
     );
     push(
         "shown".into(),
@@ -386,6 +395,22 @@ fn decode(
                 .collect::<Result<_>>()?
         }
     };
+    // Absent (state written before origins were kept): not known, so never moved.
+    let origin: Vec<Origin> = match b.column_by_name("origin") {
+        None => vec![Origin::Many; n],
+        Some(c) => {
+            let o = c
+                .as_primitive_opt::<Int32Type>()
+                .ok_or_else(|| bad("column `origin` has the wrong type"))?;
+            (0..n)
+                .map(|i| match opt(o, i) {
+                    None => Origin::None,
+                    Some(p) if p >= 0 => Origin::One(p),
+                    Some(_) => Origin::Many,
+                })
+                .collect()
+        }
+    };
     let mut accs: Vec<Vec<Acc>> = vec![Vec::with_capacity(kinds.len()); n];
     for (j, kind) in kinds.iter().enumerate() {
         let name = |f: &str| format!("agg_{j}_{f}");
@@ -462,8 +487,9 @@ fn decode(
         .into_iter()
         .zip(accs)
         .zip(shown)
+        .zip(origin)
         .enumerate()
-        .map(|(i, ((key, accs), shown))| GroupState {
+        .map(|(i, (((key, accs), shown), origin))| GroupState {
             slot: slot.value(i),
             key,
             start: start.value(i),
@@ -471,6 +497,7 @@ fn decode(
             dirty: dirty.value(i),
             handed: handed.value(i),
             shown,
+            origin,
             accs,
         })
         .collect();
@@ -527,6 +554,7 @@ mod tests {
         let mut part = PartitionWindows::new(spec, kinds.clone(), 30);
         let mut fin = FinalWindows::new(spec, kinds, 30);
         let mut wm: Option<i64> = None;
+        let mut origin = 0;
         for batch in batches {
             let sites = StringArray::from(batch.iter().map(|r| r.0).collect::<Vec<_>>());
             let ids = Int64Array::from(batch.iter().map(|r| r.1).collect::<Vec<_>>());
@@ -542,7 +570,9 @@ mod tests {
                 wm = Some(wm.unwrap_or(i64::MIN).max(m - 50));
             }
             if let Some(w) = wm {
-                fin.merge(part.drain(w));
+                // Two origins, so that windows fed by one and by both are stored.
+                fin.merge(origin % 2, part.drain(w));
+                origin += 1;
                 // Some rows shown, some not: the state keeps which.
                 fin.emit(w, |e| {
                     Ok::<_, ()>(e.iter().map(|x| x.values[0] != Some(2.0)).collect())

@@ -82,31 +82,10 @@ fn run(
     let mut fin = FinalWindows::new(spec, kinds, lateness);
     let mut part_wm: [Option<i64>; PARTITIONS] = [None; PARTITIONS];
     let mut wm: Option<i64> = None;
-    let mut rows = BTreeMap::new();
     let mut late = BTreeSet::new();
-    let mut log = Vec::new();
+    let mut sink = SinkModel::default();
     let shown = |e: &[Emitted]| Ok::<_, ()>(e.iter().map(|e| passes(having, &e.values)).collect());
-    let mut record = |(emitted, retracted): (Vec<Emitted>, Vec<Retraction>), w: i64| {
-        // A sink deletes first, then upserts.
-        for r in retracted {
-            assert!(
-                rows.remove(&(r.key[0], r.start)).is_some(),
-                "{r:?} retracts a row that is not shown"
-            );
-            log.push(Event::Retract(r));
-        }
-        for e in emitted {
-            assert!(
-                e.end <= w,
-                "{e:?} emitted before the watermark {w} passed its end"
-            );
-            let show = passes(having, &e.values);
-            log.push(Event::Emit(e.clone(), show));
-            if show {
-                rows.insert((e.key[0], e.start), (e.end, e.values));
-            }
-        }
-    };
+    let mut record = |out, w| sink.take(out, w, having);
     for (b, (p, batch)) in batches.iter().enumerate() {
         if cut == Some(b) {
             let states: Vec<PartitionState> = parts.iter().map(|p| p.snapshot()).collect();
@@ -145,14 +124,14 @@ fn run(
         }
         if let Some(w) = wm {
             for part in &mut parts {
-                fin.merge(part.drain(w));
+                fin.merge(0, part.drain(w));
             }
             record(fin.emit(w, shown).expect("emits"), w);
         }
     }
     let end = i64::MAX / 4;
     for part in &mut parts {
-        fin.merge(part.drain(end));
+        fin.merge(0, part.drain(end));
         assert_eq!(part.open_groups(), 0);
     }
     record(fin.emit(end, shown).expect("emits"), end);
@@ -163,7 +142,171 @@ fn run(
         late.len() as u64,
         "late_rows counts the late rows"
     );
-    Outcome { rows, late, log }
+    Outcome {
+        rows: sink.rows,
+        late,
+        log: sink.log,
+    }
+}
+
+/// A sink as the tests see it: each shown identity's last row; retractions delete.
+#[derive(Default)]
+struct SinkModel {
+    rows: BTreeMap<Identity, Row>,
+    log: Vec<Event>,
+}
+
+impl SinkModel {
+    /// Takes what a final stage emitted at watermark `w`: deletes first, then upserts.
+    fn take(
+        &mut self,
+        (emitted, retracted): (Vec<Emitted>, Vec<Retraction>),
+        w: i64,
+        having: bool,
+    ) {
+        for r in retracted {
+            assert!(
+                self.rows.remove(&(r.key[0], r.start)).is_some(),
+                "{r:?} retracts a row that is not shown"
+            );
+            self.log.push(Event::Retract(r));
+        }
+        for e in emitted {
+            assert!(
+                e.end <= w,
+                "{e:?} emitted before the watermark {w} passed its end"
+            );
+            let show = passes(having, &e.values);
+            self.log.push(Event::Emit(e.clone(), show));
+            if show {
+                self.rows.insert((e.key[0], e.start), (e.end, e.values));
+            }
+        }
+    }
+}
+
+/// One query runtime of [`run_moving`]: the first stages of the partitions it owns,
+/// their watermarks, its final stage and its watermark.
+struct Runtime {
+    parts: BTreeMap<usize, PartitionWindows>,
+    part_wm: BTreeMap<usize, Option<i64>>,
+    fin: FinalWindows,
+    wm: Option<i64>,
+}
+
+impl Runtime {
+    /// The minimum over the owned partitions once each has delivered; never back.
+    fn advance(&mut self) {
+        let min = self.part_wm.values().try_fold(None::<i64>, |acc, w| {
+            w.map(|w| Some(acc.map_or(w, |a| a.min(w))))
+        });
+        if let Some(Some(m)) = min {
+            self.wm = Some(self.wm.map_or(m, |old| old.max(m)));
+        }
+    }
+
+    /// Drains the first stages at `w` and emits into the sink.
+    fn emit(&mut self, w: i64, having: bool, sink: &mut SinkModel) {
+        for (p, part) in &mut self.parts {
+            self.fin.merge(*p as i32, part.drain(w));
+        }
+        let shown =
+            |e: &[Emitted]| Ok::<_, ()>(e.iter().map(|e| passes(having, &e.values)).collect());
+        sink.take(self.fin.emit(w, shown).expect("emits"), w, having);
+    }
+}
+
+/// Runs batches through two runtimes that share a sink, partition `p` starting on
+/// runtime `p % 2`; before batch `b` of each `(b, p)` of `moves`, partition `p`
+/// moves to the other runtime: released there (its first stage's snapshot, its
+/// windows of the final stage, its watermark), adopted here, each stage restored
+/// from a value. Keys must live on one partition each.
+fn run_moving(
+    spec: WindowSpec,
+    lateness: i64,
+    having: bool,
+    delays: [i64; PARTITIONS],
+    batches: &[Batch],
+    moves: &[(usize, usize)],
+) -> Outcome {
+    let kinds: Arc<[AggKind]> = Arc::from(KINDS.to_vec());
+    let mut rts: Vec<Runtime> = (0..2)
+        .map(|_| Runtime {
+            parts: BTreeMap::new(),
+            part_wm: BTreeMap::new(),
+            fin: FinalWindows::new(spec, kinds.clone(), lateness),
+            wm: None,
+        })
+        .collect();
+    let mut owner: Vec<usize> = (0..PARTITIONS).map(|p| p % 2).collect();
+    for p in 0..PARTITIONS {
+        let rt = &mut rts[owner[p]];
+        rt.parts
+            .insert(p, PartitionWindows::new(spec, kinds.clone(), lateness));
+        rt.part_wm.insert(p, None);
+    }
+    let mut late = BTreeSet::new();
+    let mut sink = SinkModel::default();
+    for (b, (p, batch)) in batches.iter().enumerate() {
+        for &(_, m) in moves.iter().filter(|(at, _)| *at == b) {
+            let (from, to) = (owner[m], 1 - owner[m]);
+            let stage = rts[from].parts.remove(&m).expect("owned").snapshot();
+            let fin = rts[from]
+                .fin
+                .release(m as i32)
+                .expect("keys live on one partition");
+            let wm = rts[from].part_wm.remove(&m).expect("owned");
+            rts[from].advance();
+            let rt = &mut rts[to];
+            rt.parts.insert(
+                m,
+                PartitionWindows::restore(spec, kinds.clone(), lateness, stage).expect("restores"),
+            );
+            rt.fin.adopt(fin).expect("adopts");
+            rt.part_wm.insert(m, wm);
+            rt.advance();
+            owner[m] = to;
+            for rt in &mut rts {
+                if let Some(w) = rt.wm {
+                    rt.emit(w, having, &mut sink);
+                }
+            }
+        }
+        let rt = &mut rts[owner[*p]];
+        let keys: Vec<[u8; 1]> = batch.iter().map(|r| [r.0]).collect();
+        let ts: Vec<i64> = batch.iter().map(|r| r.1).collect();
+        let vals = Float64Array::from(batch.iter().map(|r| r.2).collect::<Vec<_>>());
+        let args: Vec<Option<&Float64Array>> =
+            KINDS.iter().map(|k| k.has_arg().then_some(&vals)).collect();
+        let wm = rt.wm;
+        let part = rt.parts.get_mut(p).expect("owned");
+        for i in part.process(|i| &keys[i], &ts, &args, wm) {
+            late.insert((b, i));
+        }
+        if let Some(m) = ts.iter().max() {
+            let w = m - delays[*p];
+            let pw = rt.part_wm.get_mut(p).expect("owned");
+            *pw = Some(pw.map_or(w, |old| old.max(w)));
+        }
+        rt.advance();
+        if let Some(w) = rt.wm {
+            rt.emit(w, having, &mut sink);
+        }
+    }
+    let end = i64::MAX / 4;
+    for rt in &mut rts {
+        rt.emit(end, having, &mut sink);
+        assert_eq!(
+            rt.fin.groups(),
+            0,
+            "everything is dropped after its lateness"
+        );
+    }
+    Outcome {
+        rows: sink.rows,
+        late,
+        log: sink.log,
+    }
 }
 
 /// The expected answer, computed from the documented semantics alone (module docs of
@@ -345,6 +488,12 @@ fn check(
     assert_eq!(resumed.late, got.late, "late rows after a restore");
     let want = model(spec, lateness, delays, &batches);
     assert_eq!(got.late, want.late, "late rows");
+    assert_sink_holds(&want, &got, having);
+}
+
+/// What a sink holds at the end is exactly the model's windows that pass the `HAVING`
+/// (when on): nothing stale is left, whatever late rows changed.
+fn assert_sink_holds(want: &Model, got: &Outcome, having: bool) {
     for (id, (end, values, ties)) in &want.rows {
         if !passes(having, values) {
             assert!(
@@ -425,6 +574,22 @@ fn batches() -> impl Strategy<Value = Vec<Batch>> {
         })
 }
 
+/// [`batches`] with each key on one partition (keys `p` and `p + 2` on partition `p`),
+/// as when the stream's message key is a group key.
+fn keyed_batches() -> impl Strategy<Value = Vec<Batch>> {
+    batches().prop_map(|bs| {
+        bs.into_iter()
+            .map(|(p, rows)| {
+                let rows = rows
+                    .into_iter()
+                    .map(|(k, t, v)| ((k % 2) * PARTITIONS as u8 + p as u8, t, v))
+                    .collect();
+                (p, rows)
+            })
+            .collect()
+    })
+}
+
 fn delays() -> impl Strategy<Value = [i64; PARTITIONS]> {
     [0i64..300, 0i64..300]
 }
@@ -441,6 +606,26 @@ proptest! {
     fn hopping_windows_match_the_model(b in batches(), slide in 1i64..100, extra in 0i64..300, lateness in 0i64..400, having: bool, d in delays(), cut in 0usize..20) {
         // Any size from the slide up, also sizes that are no multiple of it.
         check(WindowSpec::Hop { slide, size: slide + extra }, lateness, having, d, b, cut);
+    }
+
+    /// Partitions moving between two runtimes at random moments, with their share of
+    /// the final stage: the shared sink ends holding exactly the model's windows, and
+    /// every retraction deletes a row that is shown, whichever runtime showed it.
+    /// Runtimes' watermarks differ, so a row can be late on one and not on the other;
+    /// with a lateness longer than the input, no row is late anywhere and the model
+    /// (one runtime) is the answer.
+    #[test]
+    fn partitions_moving_between_runtimes_leave_the_sink_exact(b in keyed_batches(), size in 1i64..300, hop: bool, having: bool, d in delays(), moves in proptest::collection::vec((0usize..16, 0..PARTITIONS), 0..6)) {
+        let spec = if hop {
+            WindowSpec::Hop { slide: size, size: size * 2 + 1 }
+        } else {
+            WindowSpec::Tumble { size }
+        };
+        let lateness = 1 << 40;
+        let got = run_moving(spec, lateness, having, d, &b, &moves);
+        let want = model(spec, lateness, d, &b);
+        prop_assert!(got.late.is_empty() && want.late.is_empty());
+        assert_sink_holds(&want, &got, having);
     }
 
     #[test]
@@ -471,7 +656,7 @@ fn a_late_row_within_lateness_re_emits_its_window_complete() {
     let v = Float64Array::from(vec![1.0, 2.0]);
     let args = [None, Some(&v)];
     p.process(|_| b"k", &[1, 2], &args, None);
-    f.merge(p.drain(10));
+    f.merge(0, p.drain(10));
     let all = |e: &[Emitted]| Ok::<_, ()>(vec![true; e.len()]);
     let (first, _) = f.emit(10, all).expect("emits");
     assert_eq!(first[0].values, vec![Some(2.0), Some(3.0)]);
@@ -479,7 +664,7 @@ fn a_late_row_within_lateness_re_emits_its_window_complete() {
     assert!(p
         .process(|_| b"k", &[3], &[None, Some(&late)], Some(50))
         .is_empty());
-    f.merge(p.drain(50));
+    f.merge(0, p.drain(50));
     let (again, retracted) = f.emit(50, all).expect("emits");
     assert!(retracted.is_empty());
     assert_eq!(
@@ -504,7 +689,7 @@ fn a_row_within_lateness_joins_the_emitted_session_it_touches() {
     let mut f = FinalWindows::new(spec, kinds, 5);
     let mut step = |ts: &[i64], before: Option<i64>, after: i64| {
         assert!(p.process(|_| b"k", ts, &[None], before).is_empty());
-        f.merge(p.drain(after));
+        f.merge(0, p.drain(after));
         f.emit(after, |e| Ok::<_, ()>(vec![true; e.len()]))
             .expect("emits")
             .0
@@ -530,7 +715,7 @@ fn a_window_that_stops_passing_having_is_retracted_and_one_that_never_passed_is_
     let having = |e: &[Emitted]| Ok::<_, ()>(e.iter().map(|e| e.values[0] < Some(2.0)).collect());
     let mut step = |ts: &[i64], wm: i64| {
         p.process(|_| b"k", ts, &[None], Some(wm));
-        f.merge(p.drain(wm));
+        f.merge(0, p.drain(wm));
         let (rows, retracted) = f.emit(wm, having).expect("emits");
         (
             rows.iter().map(|e| e.start).collect::<Vec<_>>(),
@@ -557,7 +742,7 @@ fn sessions_merged_by_a_late_row_retract_the_identity_that_went_away() {
     let mut f = FinalWindows::new(spec, kinds, 50);
     let all = |e: &[Emitted]| Ok::<_, ()>(vec![true; e.len()]);
     p.process(|_| b"k", &[100, 115], &[None], None);
-    f.merge(p.drain(130));
+    f.merge(0, p.drain(130));
     let (rows, retracted) = f.emit(130, all).expect("emits");
     assert_eq!(
         rows.iter().map(|e| (e.start, e.end)).collect::<Vec<_>>(),
@@ -565,7 +750,7 @@ fn sessions_merged_by_a_late_row_retract_the_identity_that_went_away() {
     );
     assert!(retracted.is_empty());
     p.process(|_| b"k", &[108], &[None], Some(130));
-    f.merge(p.drain(130));
+    f.merge(0, p.drain(130));
     let (rows, retracted) = f.emit(130, all).expect("emits");
     assert_eq!(
         rows.iter()
@@ -580,4 +765,65 @@ fn sessions_merged_by_a_late_row_retract_the_identity_that_went_away() {
             start: 115
         }]
     );
+}
+
+#[test]
+fn origins_join_to_one_partition_or_several() {
+    use Origin::*;
+    assert_eq!(None.join(One(3)), One(3));
+    assert_eq!(One(3).join(None), One(3));
+    assert_eq!(One(3).join(One(3)), One(3));
+    assert_eq!(One(3).join(One(4)), Many);
+    assert_eq!(Many.join(One(3)), Many);
+    assert_eq!(None.join(None), None);
+}
+
+#[test]
+fn a_window_fed_by_two_partitions_cannot_be_released_and_nothing_changes() {
+    let kinds: Arc<[AggKind]> = Arc::from(vec![AggKind::CountStar]);
+    let spec = WindowSpec::Tumble { size: 10 };
+    let mut f = FinalWindows::new(spec, kinds.clone(), 100);
+    for (partition, key) in [(0, b"a"), (1, b"a"), (1, b"b")] {
+        let mut p = PartitionWindows::new(spec, kinds.clone(), 100);
+        p.process(|_| key.as_slice(), &[5], &[None], None);
+        f.merge(partition, p.drain(10));
+    }
+    let before = f.snapshot();
+    let e = f.release(1).expect_err("key `a` spans partitions 0 and 1");
+    assert!(e.contains("several partitions"), "{e}");
+    assert_eq!(f.snapshot(), before);
+}
+
+#[test]
+fn released_windows_are_adopted_with_what_they_showed() {
+    let kinds: Arc<[AggKind]> = Arc::from(vec![AggKind::CountStar]);
+    let spec = WindowSpec::Tumble { size: 10 };
+    let mut a = FinalWindows::new(spec, kinds.clone(), 100);
+    for (partition, key) in [(0, b"a"), (1, b"b")] {
+        let mut p = PartitionWindows::new(spec, kinds.clone(), 100);
+        p.process(|_| key.as_slice(), &[5, 6], &[None], None);
+        a.merge(partition, p.drain(10));
+    }
+    let shown = |e: &[Emitted]| Ok::<_, ()>(vec![true; e.len()]);
+    let (emitted, _) = a.emit(10, shown).expect("emits");
+    assert_eq!(emitted.len(), 2);
+    let moved = a.release(1).expect("one origin each");
+    assert_eq!(a.groups(), 1, "partition 0's window stays");
+    assert_eq!(moved.store.groups.len(), 1);
+    assert_eq!(&*moved.store.groups[0].key, b"b");
+    assert_eq!(moved.store.groups[0].shown, vec![0]);
+    assert_eq!(moved.store.groups[0].origin, Origin::One(1));
+
+    // A late row of `b` on the other runtime re-emits the window complete.
+    let mut b = FinalWindows::new(spec, kinds.clone(), 100);
+    b.adopt(moved).expect("adopts");
+    let mut p = PartitionWindows::new(spec, kinds, 100);
+    p.process(|_| b"b".as_slice(), &[7], &[None], Some(10));
+    b.merge(1, p.drain(20));
+    let (emitted, retracted) = b.emit(20, shown).expect("emits");
+    assert!(retracted.is_empty());
+    assert_eq!(emitted.len(), 1);
+    assert_eq!(emitted[0].values, vec![Some(3.0)]);
+    // Nothing of partition 1 is left where it was.
+    assert!(a.release(1).expect("releases").store.groups.is_empty());
 }
