@@ -5,7 +5,8 @@
 //! - `edgeflow create-topics`: creates the Kafka topics the agent writes to;
 //! - `edgeflow tail`: prints the records of a Kafka topic, decoded from the edge wire format;
 //! - `edgeflow process`: runs a stream processor node (`configs/processor.toml`);
-//! - `edgeflow sql`: runs a statement on a processor over HTTP and prints the rows.
+//! - `edgeflow sql`: runs a statement on a processor over HTTP and prints the rows;
+//! - `edgeflow cluster status`: prints the cluster as its control log says.
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -82,6 +83,11 @@ enum Cmd {
         server: String,
         statement: String,
     },
+    /// The processors' cluster.
+    Cluster {
+        #[command(subcommand)]
+        cmd: ClusterCmd,
+    },
     /// Print a topic's records from the beginning of every partition as JSON lines.
     Tail {
         #[arg(long, default_value = "localhost:9092")]
@@ -90,6 +96,20 @@ enum Cmd {
         /// Keep following new records.
         #[arg(long)]
         follow: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCmd {
+    /// Fold the control log to its end and print the members, the generation, each
+    /// partition's holder, target owner and load, and the balance (`Δ`).
+    Status {
+        /// A processor's config (its `[kafka]`, `[[streams]]` and `[cluster]`).
+        #[arg(long, default_value = "configs/processor.toml")]
+        config: std::path::PathBuf,
+        /// Print the fold as JSON instead of tables.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -131,6 +151,30 @@ fn main() -> Result<()> {
             rt.block_on(edgeflow::processor::run(cfg, shutdown_signal()))
         }
         Cmd::Sql { server, statement } => rt.block_on(sql(&server, &statement)),
+        Cmd::Cluster {
+            cmd: ClusterCmd::Status { config, json },
+        } => {
+            let cfg = edgeflow::processor::ProcessorConfig::load(&config)?;
+            let (state, undecodable) = rt
+                .block_on(edgeflow::cluster::status(&cfg))
+                .with_context(|| format!("{}", config.display()))?;
+            if json {
+                let mut v = state.snapshot()?;
+                v["delta"] = serde_json::json!(state.delta());
+                v["undecodable"] = serde_json::json!(undecodable);
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                let topic = cfg
+                    .cluster
+                    .as_ref()
+                    .map_or("", |c| c.control_topic.as_str());
+                print!(
+                    "{}",
+                    edgeflow::cluster::status_text(&state, topic, undecodable)
+                );
+            }
+            Ok(())
+        }
     }
 }
 

@@ -1563,3 +1563,211 @@ async fn a_processor_killed_three_times_resumes_from_its_checkpoints_and_the_sin
         results.values().find(|v| v.len() > 1)
     );
 }
+
+/// Three cluster members on a real broker's control topic, in this process: they fold
+/// the same log to the same assignment (two of six partitions each); one that goes
+/// silent loses its partitions to the others once they have heartbeated
+/// `dead_after_heartbeats` times; one that leaves hands its partitions over at once.
+/// `edgeflow cluster status` prints the same fold; `edgeflow process` refuses a
+/// `[cluster]` section it does not act on yet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_members_agree_and_a_silent_one_loses_its_partitions() {
+    use edgeflow::cluster::{ControlLog, Member, MemberConfig, View};
+    use edgeflow_stream::cluster::{ControlConfig, Duty, PartitionId};
+
+    let kafka = Kafka::start_in_memory().await;
+    let data = unique_topic("cluster-data");
+    let control = unique_topic("cluster-control");
+    kafka.create_topic(&data, 6).await;
+    let partitions: std::collections::BTreeSet<PartitionId> =
+        (0..6).map(|p| PartitionId::new(&data, p)).collect();
+    let mut members = BTreeMap::new();
+    for id in ["a", "b", "c"] {
+        let log = ControlLog::open(&kafka.bootstrap(), &BTreeMap::new(), &control, 0)
+            .await
+            .expect("control log");
+        let config = MemberConfig {
+            id: id.into(),
+            capacity: 1.0,
+            heartbeat_interval: Duration::from_millis(100),
+            control: ControlConfig::default(),
+            partitions: partitions.clone(),
+        };
+        let m = Member::join(log, config, Arc::new(Vec::new))
+            .await
+            .expect("joins");
+        members.insert(id, m);
+    }
+    let views: BTreeMap<&str, tokio::sync::watch::Receiver<View>> =
+        members.iter().map(|(id, m)| (*id, m.view())).collect();
+    let members: BTreeMap<&str, Arc<Member>> = members
+        .into_iter()
+        .map(|(id, m)| (id, Arc::new(m)))
+        .collect();
+    // Each member does what a processor does when asked to release a partition (here
+    // with no state to checkpoint): it says `released`.
+    for m in members.values() {
+        let (m, mut view) = (m.clone(), m.view());
+        tokio::spawn(async move {
+            let mut said = std::collections::BTreeSet::new();
+            while view.changed().await.is_ok() {
+                let duties = view.borrow_and_update().state.duties(&m.id);
+                for d in duties {
+                    if let Duty::Release {
+                        partition,
+                        generation,
+                    } = d
+                    {
+                        if said.insert((partition.clone(), generation)) {
+                            let _ = m.released(partition, generation, 0).await;
+                        }
+                    }
+                }
+            }
+        });
+    }
+    let mut members = members;
+    // Who holds each partition, as one member sees it.
+    let holders = |v: &View| -> BTreeMap<i32, String> {
+        v.state
+            .holdings()
+            .iter()
+            .map(|(p, h)| (p.partition, h.member.clone()))
+            .collect()
+    };
+    let agreed = |ids: &[&str]| {
+        let views = &views;
+        let ids: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
+        move || {
+            let ids = ids.clone();
+            async move {
+                let seen: Vec<View> = ids
+                    .iter()
+                    .map(|id| views[id.as_str()].borrow().clone())
+                    .collect();
+                let first = holders(&seen[0]);
+                let same = seen.iter().all(|v| {
+                    holders(v) == first && v.state.generation() == seen[0].state.generation()
+                });
+                let held_by_live = first.len() == 6 && first.values().all(|m| ids.contains(m));
+                let even = ids
+                    .iter()
+                    .all(|id| first.values().filter(|m| *m == id).count() == 6 / ids.len());
+                (same && held_by_live && even).then_some(first)
+            }
+        }
+    };
+    let three = wait_until(
+        "three members agree on two partitions each",
+        Duration::from_secs(30),
+        agreed(&["a", "b", "c"]),
+    )
+    .await;
+    let of_c: Vec<i32> = three
+        .iter()
+        .filter(|(_, m)| *m == "c")
+        .map(|(p, _)| *p)
+        .collect();
+
+    // `c` stops heartbeating, as a crashed process does.
+    let silent = std::time::Instant::now();
+    members.remove("c").expect("c").vanish().await;
+    let two = wait_until(
+        "a and b take over c's partitions",
+        Duration::from_secs(30),
+        agreed(&["a", "b"]),
+    )
+    .await;
+    eprintln!(
+        "cluster: c's partitions {of_c:?} held by others {} ms after its last heartbeat",
+        silent.elapsed().as_millis()
+    );
+    for (p, m) in &three {
+        if m != "c" {
+            assert_eq!(&two[p], m, "partition {p} stayed with its live holder");
+        }
+    }
+    let a = views["a"].borrow().clone();
+    assert!(!a.state.members()["c"].live, "c is dead");
+    assert!(!a.fenced);
+
+    // The operator's view, from the control log alone.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg_path = dir.path().join("processor.toml");
+    std::fs::write(
+        &cfg_path,
+        format!(
+            "[kafka]\nbrokers = \"{}\"\n[[streams]]\nname = \"aggs\"\ntopic = \"{data}\"\nformat = \"edge-aggregates\"\n[cluster]\ncontrol_topic = \"{control}\"\n",
+            kafka.bootstrap()
+        ),
+    )
+    .expect("config");
+    let out = Command::new(env!("CARGO_BIN_EXE_edgeflow"))
+        .args(["cluster", "status", "--config"])
+        .arg(&cfg_path)
+        .output()
+        .expect("runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let row = |id: &str| {
+        text.lines()
+            .find(|l| l.split_whitespace().next() == Some(id))
+            .unwrap_or_else(|| panic!("no row for {id}: {text}"))
+            .to_string()
+    };
+    assert!(
+        row("a").contains("live") && row("b").contains("live"),
+        "{text}"
+    );
+    assert!(row("c").contains("gone"), "{text}");
+    for p in 0..6 {
+        let line = row(&format!("{data}/{p}"));
+        let holder = line.split_whitespace().nth(1).expect("holder");
+        assert!(holder == "a" || holder == "b", "{line}");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_edgeflow"))
+        .args(["cluster", "status", "--json", "--config"])
+        .arg(&cfg_path)
+        .output()
+        .expect("runs");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(
+        json["members"]["c"]["live"],
+        serde_json::json!(false),
+        "{json}"
+    );
+
+    // `process` says why it will not run with the section yet.
+    let out = Command::new(env!("CARGO_BIN_EXE_edgeflow"))
+        .args(["process", "--config"])
+        .arg(&cfg_path)
+        .output()
+        .expect("runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("[cluster]"), "{err}");
+
+    // `a` leaves on purpose: `b` holds everything without waiting for a detection.
+    members
+        .remove("a")
+        .expect("a")
+        .leave()
+        .await
+        .expect("leaves");
+    wait_until(
+        "b holds every partition",
+        Duration::from_secs(30),
+        agreed(&["b"]),
+    )
+    .await;
+    assert!(!views["b"].borrow().state.members()["a"].live);
+    members
+        .remove("b")
+        .expect("b")
+        .leave()
+        .await
+        .expect("leaves");
+}

@@ -42,6 +42,112 @@ pub struct ProcessorConfig {
     /// Where and how often the processor checkpoints.
     #[serde(default)]
     pub checkpoint: CheckpointConfig,
+    /// Processors that share the streams' partitions (see `docs/cluster.md`).
+    #[serde(default)]
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// The cluster: processors with the same streams coordinate on one control topic.
+/// Every processor of a cluster must have the same values here except `capacity`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// The single-partition topic the processors coordinate on (created if absent).
+    #[serde(default = "default_control_topic")]
+    pub control_topic: String,
+    /// How often each processor appends a heartbeat.
+    #[serde(default = "default_heartbeat_interval")]
+    pub heartbeat_interval: HumanDuration,
+    /// A processor is dead once another has appended this many heartbeats since its
+    /// last one: detection takes about this many heartbeat intervals.
+    #[serde(default = "default_dead_after")]
+    pub dead_after_heartbeats: u32,
+    /// The load balance is re-evaluated every this many heartbeats.
+    #[serde(default = "default_rebalance_every")]
+    pub rebalance_every: u32,
+    /// Partitions move for balance only when `Δ` (the largest gap between a
+    /// processor's share of the load and its share of the capacity) exceeds this.
+    #[serde(default = "default_tolerance")]
+    pub tolerance: f64,
+    /// Weight of a new load sample in the moving average (above 0, at most 1).
+    #[serde(default = "default_smoothing")]
+    pub load_smoothing: f64,
+    /// This processor's capacity relative to the others (1.0: equal).
+    #[serde(default = "default_capacity")]
+    pub capacity: f64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            control_topic: default_control_topic(),
+            heartbeat_interval: default_heartbeat_interval(),
+            dead_after_heartbeats: default_dead_after(),
+            rebalance_every: default_rebalance_every(),
+            tolerance: default_tolerance(),
+            load_smoothing: default_smoothing(),
+            capacity: default_capacity(),
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// The parameters of the fold (the same on every processor).
+    pub fn control(&self) -> edgeflow_stream::cluster::ControlConfig {
+        edgeflow_stream::cluster::ControlConfig {
+            dead_after_heartbeats: self.dead_after_heartbeats,
+            rebalance_every: self.rebalance_every,
+            tolerance: self.tolerance,
+            load_smoothing: self.load_smoothing,
+        }
+    }
+
+    fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.control_topic.trim().is_empty() {
+            problems.push("cluster.control_topic: must not be empty".into());
+        }
+        if self.heartbeat_interval.0.is_zero() {
+            problems.push("cluster.heartbeat_interval: must be above 0 (e.g. \"100ms\")".into());
+        }
+        if !(self.capacity.is_finite() && self.capacity > 0.0) {
+            problems.push(format!(
+                "cluster.capacity = {}: must be a number above 0 (e.g. 1.0)",
+                self.capacity
+            ));
+        }
+        if let Err(e) = self.control().validate() {
+            // The fold's own check names its keys; put them under `cluster.`.
+            let text = e.to_string();
+            let text = text
+                .trim_start_matches("invalid configuration: ")
+                .trim_start_matches("cluster: ");
+            problems.extend(text.split("; ").map(|p| format!("cluster.{p}")));
+        }
+        problems
+    }
+}
+
+fn default_control_topic() -> String {
+    "edgeflow-control".into()
+}
+fn default_heartbeat_interval() -> HumanDuration {
+    HumanDuration::from_millis(100)
+}
+fn default_dead_after() -> u32 {
+    edgeflow_stream::cluster::ControlConfig::default().dead_after_heartbeats
+}
+fn default_rebalance_every() -> u32 {
+    edgeflow_stream::cluster::ControlConfig::default().rebalance_every
+}
+fn default_tolerance() -> f64 {
+    edgeflow_stream::cluster::ControlConfig::default().tolerance
+}
+fn default_smoothing() -> f64 {
+    edgeflow_stream::cluster::ControlConfig::default().load_smoothing
+}
+fn default_capacity() -> f64 {
+    1.0
 }
 
 /// Checkpoints: the queries' state, the sinks' unwritten rows and every partition's next
@@ -459,6 +565,9 @@ impl ProcessorConfig {
                 _ => {}
             }
         }
+        if let Some(c) = &self.cluster {
+            problems.extend(c.problems());
+        }
         if problems.is_empty() {
             Ok(())
         } else {
@@ -507,6 +616,38 @@ mod tests {
     fn an_unknown_key_is_an_error_naming_it() {
         let e = ProcessorConfig::parse(&format!("{MINIMAL}\nbatch_sise = 3\n")).unwrap_err();
         assert!(format!("{e:#}").contains("batch_sise"), "{e:#}");
+    }
+
+    #[test]
+    fn a_cluster_section_has_defaults_and_bad_values_are_named() {
+        let c = ProcessorConfig::parse(&format!("{MINIMAL}\n[cluster]\n")).unwrap();
+        c.validate().expect("the defaults are valid");
+        let cl = c.cluster.expect("a cluster");
+        assert_eq!(cl.control_topic, "edgeflow-control");
+        assert_eq!(
+            cl.heartbeat_interval.0,
+            std::time::Duration::from_millis(100)
+        );
+        assert_eq!(
+            cl.control(),
+            edgeflow_stream::cluster::ControlConfig::default()
+        );
+        let c = ProcessorConfig::parse(&format!(
+            "{MINIMAL}\n[cluster]\ndead_after_heartbeats = 1\ntolerance = 2.0\ncapacity = 0\nheartbeat_interval = \"0s\"\n"
+        ))
+        .unwrap();
+        let e = format!("{:#}", c.validate().unwrap_err());
+        for key in [
+            "cluster.dead_after_heartbeats = 1",
+            "cluster.tolerance = 2",
+            "cluster.capacity = 0",
+            "cluster.heartbeat_interval",
+        ] {
+            assert!(e.contains(key), "{key}: {e}");
+        }
+        let e =
+            ProcessorConfig::parse(&format!("{MINIMAL}\n[cluster]\nheartbeat = 3\n")).unwrap_err();
+        assert!(format!("{e:#}").contains("heartbeat"), "{e:#}");
     }
 
     #[test]

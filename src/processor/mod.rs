@@ -21,7 +21,7 @@ mod run;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 
 pub use config::ProcessorConfig;
 pub use node::Node;
@@ -67,6 +67,13 @@ pub async fn run(
     config: ProcessorConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    if config.cluster.is_some() {
+        bail!(
+            "[cluster]: `edgeflow process` does not act on the cluster's assignment yet (it \
+             would own its configured partitions alone, beside other processors); remove the \
+             section to run it. `edgeflow cluster status` reads it (docs/cluster.md)"
+        );
+    }
     let node = Node::build(config.clone()).await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();

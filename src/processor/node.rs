@@ -105,7 +105,7 @@ fn build_sink(name: &str, cfg: &SinkConfig, config: &ProcessorConfig) -> Result<
 }
 
 /// The partitions of `topic` (from the broker's metadata).
-fn topic_partitions(
+pub(crate) fn topic_partitions(
     consumer: &BaseConsumer,
     config: &ProcessorConfig,
     topic: &str,
