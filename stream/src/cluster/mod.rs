@@ -55,8 +55,10 @@
 //! - on every membership change (join, leave, death): the generation always grows;
 //! - every [`ControlConfig::rebalance_every`] heartbeats, if `Δ` of the current target
 //!   exceeds [`ControlConfig::tolerance`]: the assignor then aims at half the tolerance
-//!   (hysteresis, so noise causes no churn), and the generation grows only if the target
-//!   changed.
+//!   (hysteresis, so noise causes no churn), and the new target is taken only if it
+//!   lowers `Δ` by more than half the tolerance (where no assignment reaches the
+//!   tolerance, noisy loads would otherwise make partitions bounce between members); the
+//!   generation grows only if the target changed.
 //!
 //! The generation is a single counter that only grows. A partition acquired is held
 //! with the generation current at that moment, so the successive owners of a partition
