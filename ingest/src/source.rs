@@ -128,6 +128,19 @@ pub enum SourceEvent {
         partition: i32,
         backlog: bool,
     },
+    /// A partition removed by [`SourceCommand::Remove`]: no batch of it follows.
+    Removed { topic: String, partition: i32 },
+}
+
+/// A change to the partitions a running source reads ([`KafkaSource::commands`]).
+#[derive(Debug)]
+pub enum SourceCommand {
+    /// Start reading a partition (one already read is an error, logged).
+    Add(Assignment),
+    /// Stop reading a partition. Rows read but not yet handed over in a batch are
+    /// dropped: whoever reads the partition next starts after the last batch handed
+    /// over. [`SourceEvent::Removed`] follows the partition's last batch.
+    Remove { topic: String, partition: i32 },
 }
 
 /// How often the source reports partitions' backlogs (and asks librdkafka for the
@@ -147,6 +160,35 @@ struct PartitionState {
     read_to: Option<i64>,
     /// The backlog last reported.
     reported: Option<bool>,
+}
+
+impl PartitionState {
+    fn new(a: Assignment) -> Self {
+        let max_future = a
+            .max_future
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        PartitionState {
+            decoder: BatchDecoder::new(a.format).with_max_future(max_future),
+            opened: None,
+            next_offset: match a.start {
+                StartOffset::At(o) => o,
+                _ => -1,
+            },
+            start: a.start,
+            read_to: None,
+            reported: None,
+            topic: a.topic,
+            partition: a.partition,
+        }
+    }
+}
+
+fn kafka_offset(start: StartOffset) -> Offset {
+    match start {
+        StartOffset::Beginning => Offset::Beginning,
+        StartOffset::End => Offset::End,
+        StartOffset::At(o) => Offset::Offset(o),
+    }
 }
 
 /// A topic's name and a partition number.
@@ -279,6 +321,8 @@ pub struct KafkaSource {
     index: HashMap<(String, i32), usize>,
     batch_size: usize,
     linger: Duration,
+    commands: mpsc::UnboundedReceiver<SourceCommand>,
+    command_tx: mpsc::UnboundedSender<SourceCommand>,
 }
 
 impl KafkaSource {
@@ -311,12 +355,7 @@ impl KafkaSource {
         let mut parts = Vec::new();
         let mut index = HashMap::new();
         for a in assignments {
-            let offset = match a.start {
-                StartOffset::Beginning => Offset::Beginning,
-                StartOffset::End => Offset::End,
-                StartOffset::At(o) => Offset::Offset(o),
-            };
-            tpl.add_partition_offset(&a.topic, a.partition, offset)?;
+            tpl.add_partition_offset(&a.topic, a.partition, kafka_offset(a.start))?;
             if index
                 .insert((a.topic.clone(), a.partition), parts.len())
                 .is_some()
@@ -326,31 +365,61 @@ impl KafkaSource {
                     a.topic, a.partition
                 )));
             }
-            let max_future = a
-                .max_future
-                .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-            parts.push(PartitionState {
-                topic: a.topic,
-                partition: a.partition,
-                decoder: BatchDecoder::new(a.format).with_max_future(max_future),
-                opened: None,
-                next_offset: match a.start {
-                    StartOffset::At(o) => o,
-                    _ => -1,
-                },
-                start: a.start,
-                read_to: None,
-                reported: None,
-            });
+            parts.push(PartitionState::new(a));
         }
         consumer.assign(&tpl)?;
+        let (command_tx, commands) = mpsc::unbounded_channel();
         Ok(Self {
             consumer,
             parts,
             index,
             batch_size: opts.batch_size,
             linger: opts.linger,
+            commands,
+            command_tx,
         })
+    }
+
+    /// Where to send [`SourceCommand`]s to the running source.
+    pub fn commands(&self) -> mpsc::UnboundedSender<SourceCommand> {
+        self.command_tx.clone()
+    }
+
+    /// Carries out a command; false when the receiver is gone.
+    async fn command(&mut self, c: SourceCommand, tx: &mpsc::Sender<SourceEvent>) -> Result<bool> {
+        match c {
+            SourceCommand::Add(a) => {
+                let key = (a.topic.clone(), a.partition);
+                if self.index.contains_key(&key) {
+                    tracing::error!(topic = %a.topic, partition = a.partition, "asked to read a partition already read; ignored");
+                    return Ok(true);
+                }
+                let mut tpl = TopicPartitionList::new();
+                tpl.add_partition_offset(&a.topic, a.partition, kafka_offset(a.start))?;
+                self.consumer.incremental_assign(&tpl)?;
+                self.index.insert(key, self.parts.len());
+                self.parts.push(PartitionState::new(a));
+                Ok(true)
+            }
+            SourceCommand::Remove { topic, partition } => {
+                if let Some(i) = self.index.remove(&(topic.clone(), partition)) {
+                    let mut tpl = TopicPartitionList::new();
+                    tpl.add_partition(&topic, partition);
+                    self.consumer.incremental_unassign(&tpl)?;
+                    self.parts.remove(i);
+                    self.index = self
+                        .parts
+                        .iter()
+                        .enumerate()
+                        .map(|(i, p)| ((p.topic.clone(), p.partition), i))
+                        .collect();
+                }
+                Ok(tx
+                    .send(SourceEvent::Removed { topic, partition })
+                    .await
+                    .is_ok())
+            }
+        }
     }
 
     /// Consumes until `shutdown` resolves or the receiver is dropped, sending batches
@@ -378,6 +447,11 @@ impl KafkaSource {
             };
             tokio::select! {
                 _ = &mut shutdown => break,
+                Some(c) = self.commands.recv() => {
+                    if !self.command(c, &tx).await? {
+                        return Ok(());
+                    }
+                }
                 _ = progress.tick() => {
                     if !self.report_backlogs(&tx).await {
                         return Ok(());

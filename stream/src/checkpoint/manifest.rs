@@ -16,6 +16,9 @@ pub struct SourceOffset {
     pub partition: i32,
     /// The offset of the first record the checkpointed state does not reflect.
     pub next_offset: i64,
+    /// The generation the node held the partition with (cluster mode; 0 alone).
+    #[serde(default)]
+    pub generation: u64,
 }
 
 /// One state file of an epoch.
@@ -146,6 +149,7 @@ mod tests {
                 topic: "edgeflow.aggregates".into(),
                 partition: 2,
                 next_offset: 1234,
+                generation: 0,
             }],
             files: vec![StateFile::of("query=q/partition=2.arrow", b"state")],
         }

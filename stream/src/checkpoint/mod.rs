@@ -60,5 +60,5 @@ pub fn ipc_batches(bytes: &[u8], schema: &SchemaRef) -> crate::Result<Vec<Record
     }
     Ok(out)
 }
-pub use protocol::{gc_plan, next_epoch, recovery_order, Listing};
+pub use protocol::{gc_plan, latest_state_of, next_epoch, recovery_order, Listing};
 pub use store::{CheckpointStore, Restored};

@@ -4,6 +4,8 @@
 
 use std::collections::BTreeSet;
 
+use super::manifest::Manifest;
+
 /// What a listing of the checkpoint store found.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Listing {
@@ -65,6 +67,32 @@ pub fn gc_plan(l: &Listing, keep: usize) -> GcPlan {
         .filter(|e| *e < oldest_kept || (*e < newest && !l.manifests.contains(e)))
         .collect();
     GcPlan { manifests, epochs }
+}
+
+/// Where the newest state of a partition is, among the complete epochs of every
+/// node (`(node, manifest)` pairs): the epoch holding the partition with the highest
+/// generation, and of those the newest epoch. A cluster's successive holders of a
+/// partition hold it with growing generations, so that is the last holder's last
+/// checkpoint of it (a holder that died before checkpointing the partition leaves the
+/// one before). Returns the node, the epoch and the offset to resume from; `None` when
+/// no epoch holds the partition.
+pub fn latest_state_of<'a>(
+    topic: &str,
+    partition: i32,
+    manifests: impl IntoIterator<Item = (&'a str, &'a Manifest)>,
+) -> Option<(&'a str, u64, i64)> {
+    manifests
+        .into_iter()
+        .filter_map(|(node, m)| {
+            m.sources
+                .iter()
+                .find(|s| s.topic == topic && s.partition == partition)
+                .map(|s| ((s.generation, m.epoch, node), s.next_offset))
+        })
+        // Ties (only a fenced node checkpointing on) go to the later epoch, then the
+        // node id, so every node picks the same.
+        .max_by(|a, b| a.0.cmp(&b.0))
+        .map(|((_, epoch, node), offset)| (node, epoch, offset))
 }
 
 #[cfg(test)]
@@ -158,5 +186,46 @@ mod tests {
         assert_eq!(next_epoch(&l), 6);
         assert_eq!(gc_plan(&Listing::default(), 3), GcPlan::default());
         assert_eq!(next_epoch(&Listing::default()), 1);
+    }
+
+    fn manifest(epoch: u64, sources: &[(i32, i64, u64)]) -> Manifest {
+        Manifest {
+            version: super::super::manifest::MANIFEST_VERSION,
+            epoch,
+            node: String::new(),
+            generation: 0,
+            taken_ms: 0,
+            sources: sources
+                .iter()
+                .map(
+                    |&(partition, next_offset, generation)| super::super::manifest::SourceOffset {
+                        topic: "t".into(),
+                        partition,
+                        next_offset,
+                        generation,
+                    },
+                )
+                .collect(),
+            files: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_partitions_state_is_with_its_last_holder() {
+        // `a` held partition 0 with generation 3 (epochs 4, 5), released it at 5;
+        // `b` took it with generation 7 and checkpointed it at epoch 2, not after.
+        let a4 = manifest(4, &[(0, 100, 3), (1, 50, 3)]);
+        let a5 = manifest(5, &[(0, 120, 3), (1, 60, 3)]);
+        let a6 = manifest(6, &[(1, 70, 3)]);
+        let b1 = manifest(1, &[]);
+        let b2 = manifest(2, &[(0, 150, 7)]);
+        let all = [("a", &a4), ("a", &a5), ("a", &a6), ("b", &b1), ("b", &b2)];
+        assert_eq!(latest_state_of("t", 0, all), Some(("b", 2, 150)));
+        // Before `b` checkpointed it: `a`'s last epoch holding it.
+        let before = [("a", &a4), ("a", &a5), ("a", &a6), ("b", &b1)];
+        assert_eq!(latest_state_of("t", 0, before), Some(("a", 5, 120)));
+        assert_eq!(latest_state_of("t", 1, before), Some(("a", 6, 70)));
+        assert_eq!(latest_state_of("t", 2, before), None);
+        assert_eq!(latest_state_of("u", 0, before), None);
     }
 }

@@ -183,6 +183,37 @@ impl CheckpointStore {
         Ok(None)
     }
 
+    /// The manifests of the epochs here that have one and verify, newest first.
+    /// (Their state files are checked when an epoch is read.)
+    pub async fn manifests(&self) -> Result<Vec<Manifest>> {
+        let mut out = Vec::new();
+        for epoch in recovery_order(&self.listing().await?) {
+            let bytes = match self.store.get(&self.manifest_path(epoch)).await {
+                Ok(g) => g.bytes().await?,
+                // Removed by garbage collection since the listing.
+                Err(e) if not_found(&e) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            match Manifest::decode(&bytes) {
+                Ok(m) if m.epoch == epoch => out.push(m),
+                Ok(_) | Err(_) => {
+                    tracing::warn!(epoch, root = %self.root, "a damaged checkpoint manifest; passed over")
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reads and verifies epoch `epoch`; an error says what is damaged or missing.
+    pub async fn read(&self, epoch: u64) -> Result<Restored> {
+        self.read_epoch(epoch).await?.map_err(|why| {
+            crate::Error::Checkpoint(format!(
+                "checkpoint epoch {epoch} under {}: {why}",
+                self.root
+            ))
+        })
+    }
+
     /// Reads and verifies one epoch: `Ok(Err(why))` when it is damaged.
     async fn read_epoch(&self, epoch: u64) -> Result<Result<Restored, String>> {
         let bytes = match self.store.get(&self.manifest_path(epoch)).await {
@@ -263,11 +294,13 @@ mod tests {
                 topic: "t".into(),
                 partition: 1,
                 next_offset: next + 1,
+                generation: 0,
             },
             SourceOffset {
                 topic: "t".into(),
                 partition: 0,
                 next_offset: next,
+                generation: 0,
             },
         ]
     }
