@@ -1408,6 +1408,7 @@ async fn a_checkpoint_past_the_partitions_end_stops_the_processor_at_start() {
                 topic: topic.clone(),
                 partition: 0,
                 next_offset: 500,
+                generation: 0,
             }],
             Vec::new(),
         )
@@ -1568,8 +1569,7 @@ async fn a_processor_killed_three_times_resumes_from_its_checkpoints_and_the_sin
 /// the same log to the same assignment (two of six partitions each); one that goes
 /// silent loses its partitions to the others once they have heartbeated
 /// `dead_after_heartbeats` times; one that leaves hands its partitions over at once.
-/// `edgeflow cluster status` prints the same fold; `edgeflow process` refuses a
-/// `[cluster]` section it does not act on yet.
+/// `edgeflow cluster status` prints the same fold.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_members_agree_and_a_silent_one_loses_its_partitions() {
     use edgeflow::cluster::{ControlLog, Member, MemberConfig, View};
@@ -1741,15 +1741,6 @@ async fn cluster_members_agree_and_a_silent_one_loses_its_partitions() {
         "{json}"
     );
 
-    // `process` says why it will not run with the section yet.
-    let out = Command::new(env!("CARGO_BIN_EXE_edgeflow"))
-        .args(["process", "--config"])
-        .arg(&cfg_path)
-        .output()
-        .expect("runs");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("[cluster]"), "{err}");
-
     // `a` leaves on purpose: `b` holds everything without waiting for a detection.
     members
         .remove("a")
@@ -1770,4 +1761,166 @@ async fn cluster_members_agree_and_a_silent_one_loses_its_partitions() {
         .leave()
         .await
         .expect("leaves");
+}
+
+/// The cluster's view through `edgeflow cluster status --json` with `config`:
+/// partition → (holder, releasing).
+fn cluster_holders(config: &Path) -> BTreeMap<i64, (String, bool)> {
+    let out = Command::new(env!("CARGO_BIN_EXE_edgeflow"))
+        .args(["cluster", "status", "--json", "--config"])
+        .arg(config)
+        .output()
+        .expect("runs");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    json["holdings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|pair| {
+            let p = pair[0]["partition"].as_i64()?;
+            let h = &pair[1];
+            Some((
+                p,
+                (
+                    h["member"].as_str()?.to_string(),
+                    h["releasing"].as_bool().unwrap_or(false),
+                ),
+            ))
+        })
+        .collect()
+}
+
+/// Three `edgeflow process` nodes in a cluster share three partitions: the first
+/// takes them all, hands two over as the others join (planned moves through
+/// checkpoints); one is killed with `kill -9` while the input arrives in parts, and
+/// the survivors take its partition over from its last checkpoint. PostgreSQL and the
+/// Kafka sink end holding exactly the roll-ups computed from the raw readings, each
+/// identity with one value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_of_three_processors_survives_a_kill_and_the_sinks_are_exact() {
+    let (kafka, pg) = tokio::join!(Kafka::start_in_memory(), Postgres::start());
+    let topics = Topics {
+        input: unique_topic("cluster-aggregates"),
+        dlq: unique_topic("cluster-dlq"),
+        results: unique_topic("cluster-results"),
+    };
+    kafka.create_topic(&topics.input, PARTITIONS).await;
+    kafka.create_topic(&topics.dlq, 1).await;
+    kafka.create_topic(&topics.results, 1).await;
+    let control = unique_topic("cluster-control");
+    let data = data();
+    let want = expected(&data.oracle);
+    const PARTS: usize = 4;
+    let mut parts: Vec<Vec<Vec<Aggregate>>> = vec![vec![Vec::new(); PARTITIONS as usize]; PARTS];
+    for (p, aggs) in data.per_partition.iter().enumerate() {
+        let per = aggs.len().div_ceil(PARTS);
+        for (k, chunk) in aggs.chunks(per).enumerate() {
+            parts[k][p] = chunk.to_vec();
+        }
+        parts[PARTS - 1][p].push(sentinel(&format!("~sentinel-{p}")));
+    }
+    let shared = tempfile::tempdir().expect("tempdir");
+    let checkpoints = shared.path().join("checkpoints");
+    let node_config = |id: &str| {
+        let lake = shared.path().join("unused-lake");
+        let cfg = config(&kafka, &topics, &pg, &lake, free_port(), free_port());
+        let cfg = cfg
+            .replace("node_id = \"processor-test\"", &format!("node_id = \"{id}\""))
+            .replace(
+                "[checkpoint]\ninterval = \"0s\"",
+                &format!(
+                    "[checkpoint]\nurl = \"{}\"\ninterval = \"1s\"\n[cluster]\ncontrol_topic = \"{control}\"",
+                    checkpoints.display()
+                ),
+            )
+            .replace("watermark_delay = \"0s\"", "watermark_delay = \"90s\"")
+            // A node's watermark does not go back for a partition it takes over, so the
+            // partition's rows behind it are late there (docs/cluster.md). Here the
+            // sentinels two hours ahead put a node that has read its own sentinel two
+            // hours ahead of a partition it takes over: the lateness covers that.
+            .replace("sinks = [\"pg\", \"lake\", \"out\"]", "sinks = [\"pg\", \"out\"]\nallowed_lateness = \"3h\"");
+        // No Parquet sink in a cluster yet.
+        let cfg = cfg[..cfg.find("[sinks.lake]").expect("lake")].to_string()
+            + &cfg[cfg.find("[sinks.out]").expect("out")..];
+        assert!(
+            cfg.contains("[cluster]") && cfg.contains("allowed_lateness = \"3h\""),
+            "{cfg}"
+        );
+        cfg
+    };
+    let status_config = shared.path().join("status.toml");
+    std::fs::write(&status_config, node_config("status")).expect("config");
+    let ids = ["cluster-a", "cluster-b", "cluster-c"];
+    let mut nodes = Vec::new();
+    for id in ids {
+        nodes.push(start_processor(processor_builder(id), node_config(id)).await);
+    }
+    let one_each = |expect: &'static [&'static str]| {
+        let status_config = status_config.clone();
+        move || {
+            let status_config = status_config.clone();
+            async move {
+                let h = cluster_holders(&status_config);
+                let settled = h.len() == PARTITIONS as usize
+                    && h.values()
+                        .all(|(m, releasing)| !releasing && expect.contains(&m.as_str()))
+                    && expect.iter().all(|id| h.values().any(|(m, _)| m == id));
+                settled.then_some(h)
+            }
+        }
+    };
+    let before = wait_until(
+        "each node holds one partition",
+        Duration::from_secs(60),
+        one_each(&["cluster-a", "cluster-b", "cluster-c"]),
+    )
+    .await;
+    let producer: FutureProducer = kafka.client_config().create().expect("producer");
+    for (k, part) in parts.iter().enumerate() {
+        for (p, aggs) in part.iter().enumerate() {
+            send_aggregates(&producer, &topics.input, p as i32, aggs).await;
+        }
+        if k == 1 {
+            // Checkpoints of what was read, then `c` dies.
+            tokio::time::sleep(Duration::from_millis(2_500)).await;
+            nodes[2].kill9();
+            let after = wait_until(
+                "a and b hold every partition",
+                Duration::from_secs(60),
+                one_each(&["cluster-a", "cluster-b"]),
+            )
+            .await;
+            let moved: Vec<i64> = before
+                .iter()
+                .filter(|(_, (m, _))| m == "cluster-c")
+                .map(|(p, _)| *p)
+                .collect();
+            assert_eq!(moved.len(), 1, "{before:?}");
+            assert_ne!(after[&moved[0]].0, "cluster-c");
+        }
+    }
+    let survivors = nodes[0].log_text() + &nodes[1].log_text();
+    assert!(
+        survivors.contains("acquired a partition") && survivors.contains("from=cluster-c epoch"),
+        "a survivor takes c's partition from c's checkpoint: {survivors}"
+    );
+    assert!(
+        nodes[0].log_text().contains("released a partition"),
+        "the first node handed partitions over as the others joined: {}",
+        nodes[0].log_text()
+    );
+    let got = wait_until(
+        "all roll-ups in PostgreSQL",
+        Duration::from_secs(90),
+        || async { pg_rows(&pg).await.filter(|r| r.len() >= want.len()) },
+    )
+    .await;
+    assert_rows("PostgreSQL, three nodes, one killed", &got, &want);
+    let results = kafka_results(&kafka, &topics.results, want.len()).await;
+    assert_eq!(results.len(), want.len(), "identities on the results topic");
+    assert!(
+        results.values().all(|v| v.len() == 1),
+        "one value per identity, however often it was written: {:?}",
+        results.values().find(|v| v.len() > 1)
+    );
 }

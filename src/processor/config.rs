@@ -293,6 +293,11 @@ pub struct StreamConfig {
     /// Where to start without a checkpoint: `beginning` or `end`.
     #[serde(default = "default_start")]
     pub start: String,
+    /// The column the Kafka message key holds (the edge keys records by sensor). In a
+    /// cluster, a query's group keys must include it, so that each window takes the
+    /// rows of one partition and can move with it.
+    #[serde(default = "default_message_key")]
+    pub message_key: String,
     /// How far the watermark trails the largest event time.
     #[serde(default = "default_delay")]
     pub watermark_delay: HumanDuration,
@@ -314,6 +319,9 @@ pub struct StreamConfig {
 
 fn default_start() -> String {
     "beginning".into()
+}
+fn default_message_key() -> String {
+    "sensor".into()
 }
 fn default_delay() -> HumanDuration {
     HumanDuration(std::time::Duration::from_secs(5))
@@ -567,6 +575,31 @@ impl ProcessorConfig {
         }
         if let Some(c) = &self.cluster {
             problems.extend(c.problems());
+            if !self.checkpoint.enabled() {
+                problems.push(
+                    "checkpoint.interval: a cluster needs checkpoints (a partition moves with \
+                     its last checkpoint); set an interval above 0s"
+                        .into(),
+                );
+            }
+            for (name, sink) in &self.sinks {
+                if matches!(sink, SinkConfig::Parquet { .. }) {
+                    problems.push(format!(
+                        "sinks.{name}: Parquet sinks cannot run in a cluster yet (a moved \
+                         partition's rows would be written by two nodes, and their commits \
+                         are not fenced); use PostgreSQL or Kafka, or run without [cluster]"
+                    ));
+                }
+            }
+            for s in &self.streams {
+                if !s.partitions.is_empty() {
+                    problems.push(format!(
+                        "streams.{}.partitions: in a cluster the nodes share every partition \
+                         of the topic; remove the list",
+                        s.name
+                    ));
+                }
+            }
         }
         if problems.is_empty() {
             Ok(())

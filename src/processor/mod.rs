@@ -21,7 +21,7 @@ mod run;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
 pub use config::ProcessorConfig;
 pub use node::Node;
@@ -29,6 +29,12 @@ pub use node::Node;
 /// Checks a configuration without any I/O beyond reading its reference tables: every
 /// stream's format, every table, and every query's SQL (planned against the streams).
 pub async fn check(config: &ProcessorConfig) -> Result<()> {
+    plan(config).await.map(|_| ())
+}
+
+/// An engine with the configuration's streams (no partitions), reference tables and
+/// queries, no sinks.
+pub(crate) async fn plan(config: &ProcessorConfig) -> Result<edgeflow_stream::engine::Engine> {
     use edgeflow_stream::engine::{Engine, QueryDecl, StreamDecl};
     let mut engine = Engine::new();
     for s in &config.streams {
@@ -58,7 +64,14 @@ pub async fn check(config: &ProcessorConfig) -> Result<()> {
             .await
             .with_context(|| format!("query `{}`", q.name))?;
     }
-    Ok(())
+    if config.cluster.is_some() {
+        for s in &config.streams {
+            engine
+                .check_movable(&s.name, &s.message_key)
+                .with_context(|| format!("stream `{}` in a cluster", s.name))?;
+        }
+    }
+    Ok(engine)
 }
 
 /// Builds and runs a processor until `shutdown` resolves: Kafka ingest, the
@@ -67,13 +80,6 @@ pub async fn run(
     config: ProcessorConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    if config.cluster.is_some() {
-        bail!(
-            "[cluster]: `edgeflow process` does not act on the cluster's assignment yet (it \
-             would own its configured partitions alone, beside other processors); remove the \
-             section to run it. `edgeflow cluster status` reads it (docs/cluster.md)"
-        );
-    }
     let node = Node::build(config.clone()).await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();

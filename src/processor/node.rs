@@ -68,14 +68,22 @@ pub(super) fn sink_file(sink: &str, query: &str) -> String {
 /// The checkpoint store of `config`, if checkpoints are on: this node's prefix under
 /// `checkpoint.url`.
 fn checkpoint_store(config: &ProcessorConfig) -> Result<Option<Arc<CheckpointStore>>> {
-    let c = &config.checkpoint;
-    if !c.enabled() {
+    if !config.checkpoint.enabled() {
         return Ok(None);
     }
+    checkpoint_store_of(config, &config.node_id).map(|s| Some(Arc::new(s)))
+}
+
+/// The checkpoint store of node `node_id` under `checkpoint.url` (in a cluster, every
+/// node reads the others' to take their partitions over).
+pub(super) fn checkpoint_store_of(
+    config: &ProcessorConfig,
+    node_id: &str,
+) -> Result<CheckpointStore> {
+    let c = &config.checkpoint;
     let (store, root) = edgeflow_sinks::open_store(&c.url)
         .with_context(|| format!("checkpoint.url = {}", c.url))?;
-    let root = root.join(config.node_id.as_str());
-    Ok(Some(Arc::new(CheckpointStore::new(store, root, c.keep))))
+    Ok(CheckpointStore::new(store, root.join(node_id), c.keep))
 }
 
 fn build_sink(name: &str, cfg: &SinkConfig, config: &ProcessorConfig) -> Result<SinkRef> {
@@ -125,7 +133,7 @@ pub(crate) fn topic_partitions(
 }
 
 /// The log start and end offsets of a partition now.
-fn partition_ends(
+pub(super) fn partition_ends(
     consumer: &BaseConsumer,
     config: &ProcessorConfig,
     topic: &str,
@@ -144,7 +152,7 @@ fn partition_ends(
 
 /// Where a partition with a checkpoint resumes: its checkpointed offset checked against
 /// what the broker holds of the partition now ([`edgeflow_ingest::resume`]).
-fn resume_from_checkpoint(
+pub(super) fn resume_from_checkpoint(
     consumer: &BaseConsumer,
     config: &ProcessorConfig,
     topic: &str,
@@ -173,7 +181,11 @@ impl Node {
         let now = now_ms();
         let restore_started = std::time::Instant::now();
         let checkpoints = checkpoint_store(&config)?;
+        // In a cluster the node starts with no partition: it takes those the cluster
+        // gives it, each from its last holder's checkpoint.
+        let cluster = config.cluster.is_some();
         let restored = match &checkpoints {
+            Some(_) if cluster => None,
             Some(c) => c.restore().await.with_context(|| {
                 format!(
                     "reading the last checkpoint under checkpoint.url = {}",
@@ -201,7 +213,9 @@ impl Node {
                 latest_key: s.latest_key.clone(),
                 latest_rows: s.latest_rows,
             })?;
-            let parts = if s.partitions.is_empty() {
+            let parts = if cluster {
+                Vec::new()
+            } else if s.partitions.is_empty() {
                 topic_partitions(&consumer, &config, &s.topic)?
             } else {
                 s.partitions.clone()
@@ -282,6 +296,14 @@ impl Node {
             )
             .await
             .with_context(|| format!("query `{}`", q.name))?;
+        }
+        if cluster {
+            let engine = node.engine.lock().await;
+            for s in &config.streams {
+                engine
+                    .check_movable(&s.name, &s.message_key)
+                    .with_context(|| format!("stream `{}` in a cluster", s.name))?;
+            }
         }
         if let Some(r) = restored {
             node.restore(&r.files, now)

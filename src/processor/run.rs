@@ -20,6 +20,8 @@ use super::delivery::take_dead;
 use super::metrics::Metrics;
 use super::node::Node;
 
+mod cluster;
+
 /// Runs the node until `shutdown` resolves, or until something fails that would
 /// otherwise lose input (the source, the dead-letter topic): then it stops with that
 /// error. Sinks are flushed either way.
@@ -35,11 +37,17 @@ pub async fn run(
         linger: cfg.ingest.linger.0,
     };
     let source = KafkaSource::new(&opts, node.assignments.clone())?;
+    let commands = source.commands();
     let (tx, mut rx) = mpsc::channel(64);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let source_task = tokio::spawn(source.run(tx, async {
         let _ = stop_rx.await;
     }));
+    let role = match &cfg.cluster {
+        Some(_) => Some(cluster::Role::join(&node, commands).await?),
+        None => None,
+    };
+    let mut cluster_view = role.as_ref().map(cluster::Role::view);
     let mut runner = Runner {
         offsets: node.start_offsets.clone(),
         node: node.clone(),
@@ -47,6 +55,7 @@ pub async fn run(
             producer: producer_config(&cfg.kafka.brokers, &cfg.kafka.properties, &[]).create()?,
             topic: cfg.ingest.dead_letter_topic.clone(),
         },
+        cluster: role,
     };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -69,23 +78,56 @@ pub async fn run(
                 // The source ended: it says why below.
                 None => break Ok(()),
             },
+            changed = view_changed(&mut cluster_view) => match changed {
+                Ok(()) => runner.on_view().await,
+                // The member's task ended: declared dead (the view says so), or the
+                // control log failed.
+                Err(_) => runner.on_view().await.and(Err(anyhow!(
+                    "this node lost the cluster's control log (it can neither read nor \
+                     append it); it stops rather than process partitions others may take"
+                ))),
+            },
         };
         if let Err(e) = step {
             break Err(e);
         }
     };
+    let fenced = runner.cluster.as_ref().is_some_and(|r| r.fenced);
     if outcome.is_ok() && checkpointing {
         // The last cut, before the sinks flush what they hold as it is.
         runner.on_checkpoint().await;
+    }
+    if let Some(role) = runner.cluster.take() {
+        if outcome.is_ok() {
+            // After the last checkpoint: the others take the partitions from it.
+            if let Err(e) = role.leave().await {
+                tracing::warn!(error = %format!("{e:#}"), "leaving the cluster failed; the others will find this node dead");
+            }
+        }
     }
     let _ = stop_tx.send(());
     let source = match source_task.await {
         Ok(r) => r.context("the Kafka source stopped"),
         Err(e) => Err(anyhow!("the Kafka source task ended abnormally: {e}")),
     };
-    let flushed = node.flush_sinks().await;
+    // A node declared dead writes nothing more: its partitions are someone else's.
+    let flushed = if fenced {
+        Ok(())
+    } else {
+        node.flush_sinks().await
+    };
     tracing::info!("processor stopped");
     outcome.and(source).and(flushed)
+}
+
+/// Waits for the cluster member's fold to change (forever without a cluster).
+async fn view_changed(
+    view: &mut Option<tokio::sync::watch::Receiver<crate::cluster::View>>,
+) -> Result<(), tokio::sync::watch::error::RecvError> {
+    match view {
+        Some(v) => v.changed().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The node's loop: one method per kind of event.
@@ -95,6 +137,8 @@ struct Runner {
     /// Each partition's next offset after the batches processed so far (what a
     /// checkpoint taken now resumes from).
     offsets: BTreeMap<(String, i32), i64>,
+    /// The node's part in its cluster, if it has one.
+    cluster: Option<cluster::Role>,
 }
 
 impl Runner {
@@ -119,6 +163,13 @@ impl Runner {
                 let Some(stream) = self.node.topics.get(&topic) else {
                     return Ok(());
                 };
+                if self
+                    .cluster
+                    .as_ref()
+                    .is_some_and(|c| !c.reads(&topic, partition))
+                {
+                    return Ok(());
+                }
                 self.node
                     .engine
                     .lock()
@@ -126,6 +177,7 @@ impl Runner {
                     .set_backlog(stream, partition, backlog, now_ms())
                     .with_context(|| format!("stream `{stream}`: a partition's backlog"))
             }
+            SourceEvent::Removed { topic, partition } => self.removed(topic, partition).await,
             SourceEvent::DeadLetter { topic, letter } => {
                 self.node.metrics.observe_dead_letter(letter.reason);
                 self.dead_letters
@@ -141,6 +193,13 @@ impl Runner {
         let Some(stream) = self.node.topics.get(&b.topic).cloned() else {
             return Ok(());
         };
+        if let Some(c) = &self.cluster {
+            // A partition being released: its state is what the checkpoint holds.
+            if !c.reads(&b.topic, b.partition) {
+                return Ok(());
+            }
+            c.observe(&b.topic, b.partition, b.batch.num_rows());
+        }
         self.node.metrics.observe_batch(&stream, b.batch.num_rows());
         let now = now_ms();
         let mut out = self
@@ -184,6 +243,9 @@ impl Runner {
                     .set(i64::try_from(bytes).unwrap_or(i64::MAX));
                 m.checkpoint_timestamp.set(now_ms() as f64 / 1000.0);
                 tracing::debug!(epoch, bytes, "checkpoint taken");
+                if let Err(e) = self.finish_releases(epoch).await {
+                    tracing::warn!(error = %format!("{e:#}"), "finishing partition releases failed; trying again after the next checkpoint");
+                }
             }
             Err(e) => {
                 self.node.metrics.checkpoint_failures.inc();
@@ -203,6 +265,10 @@ impl Runner {
                 topic: topic.clone(),
                 partition: *partition,
                 next_offset: *next,
+                generation: self
+                    .cluster
+                    .as_ref()
+                    .map_or(0, |c| c.generation(topic, *partition)),
             })
             .collect();
         let files = files

@@ -543,6 +543,21 @@ impl Engine {
         Ok(())
     }
 
+    /// Whether every running query over `stream` can move its partitions between
+    /// processors ([`QueryRuntime::check_movable`]); the error names the query.
+    pub fn check_movable(&self, stream: &str, message_key: &str) -> Result<()> {
+        for q in self
+            .queries
+            .values()
+            .filter(|q| q.stream == stream && q.error.is_none())
+        {
+            q.runtime
+                .check_movable(message_key)
+                .map_err(|e| Error::Checkpoint(format!("query `{}`: {e}", q.decl.name)))?;
+        }
+        Ok(())
+    }
+
     /// Releases `partition` of `stream` for another processor: every query over the
     /// stream hands over its share of the state (the partition's first stage, the
     /// windows it fed, its watermark) and stops tracking the partition. Returns the

@@ -320,23 +320,41 @@ impl QueryRuntime {
     /// why not.
     pub fn check_release(&self, partition: i32, message_key: &str) -> Result<()> {
         let bad = |e: String| Error::Checkpoint(format!("partition {partition}: {e}"));
-        let (CompiledKind::Windowed(w), Some(fin)) = (&self.compiled.kind, self.fin.as_ref())
-        else {
+        self.check_movable(message_key)
+            .map_err(|e| bad(e.to_string()))?;
+        match self.fin.as_ref() {
+            Some(fin) => fin.check_release(partition).map_err(bad),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether every window takes the rows of one partition, so that partitions can
+    /// move between processors: the group keys include `message_key` (the column the
+    /// Kafka message key holds), and the windows are not sessions.
+    pub fn check_movable(&self, message_key: &str) -> Result<()> {
+        let CompiledKind::Windowed(w) = &self.compiled.kind else {
             return Ok(());
         };
+        if matches!(w.spec, crate::window::WindowSpec::Session { .. }) {
+            return Err(Error::Checkpoint(
+                "session windows take rows of every partition in one first stage; they \
+                 cannot move between processors (that needs the exchange)"
+                    .into(),
+            ));
+        }
         if !w
             .key_columns
             .iter()
             .any(|k| k.as_deref() == Some(message_key))
         {
-            return Err(bad(format!(
+            return Err(Error::Checkpoint(format!(
                 "the query's group keys do not include the stream's message key \
                  `{message_key}`, so a window may take rows of several partitions; it \
                  cannot move between processors (keys that span partitions need the \
                  exchange)"
             )));
         }
-        fin.check_release(partition).map_err(bad)
+        Ok(())
     }
 
     /// Takes over `partition` with the state another runtime released for it
