@@ -684,6 +684,46 @@ mod tests {
     }
 
     #[test]
+    fn a_cluster_refuses_what_it_cannot_move_yet() {
+        let text = format!(
+            "{MINIMAL}partitions = [0, 1]\n[checkpoint]\ninterval = \"0s\"\n[sinks.lake]\ntype = \"parquet\"\nurl = \"lake\"\n[cluster]\n"
+        );
+        let c = ProcessorConfig::parse(&text).unwrap();
+        let e = format!("{:#}", c.validate().unwrap_err());
+        for key in [
+            "checkpoint.interval",
+            "sinks.lake",
+            "streams.aggs.partitions",
+        ] {
+            assert!(e.contains(key), "{key}: {e}");
+        }
+        let without = text.replace("[cluster]\n", "");
+        ProcessorConfig::parse(&without)
+            .unwrap()
+            .validate()
+            .expect("all of it is fine without a cluster");
+    }
+
+    #[tokio::test]
+    async fn a_cluster_refuses_a_query_whose_windows_span_partitions() {
+        let query = |group: &str| {
+            format!(
+                "{MINIMAL}[[queries]]\nname = \"q\"\nsql = \"SELECT {group}, tumble(window_start, INTERVAL '1 minute') AS m, count(*) AS n FROM aggs GROUP BY {group}, tumble(window_start, INTERVAL '1 minute')\"\n[cluster]\n"
+            )
+        };
+        let by_site = ProcessorConfig::parse(&query("site")).unwrap();
+        let e = format!("{:#}", crate::processor::check(&by_site).await.unwrap_err());
+        assert!(
+            e.contains("query `q`") && e.contains("message key `sensor`"),
+            "{e}"
+        );
+        let by_sensor = ProcessorConfig::parse(&query("sensor")).unwrap();
+        crate::processor::check(&by_sensor)
+            .await
+            .expect("keyed by the message key: it can move");
+    }
+
+    #[test]
     fn every_problem_is_reported_at_once() {
         let text = format!(
             "{MINIMAL}\nstart = \"middle\"\n[[queries]]\nname = \"aggs\"\nsql = \"SELECT 1\"\nsinks = [\"nowhere\"]\n"
