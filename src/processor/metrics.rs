@@ -74,6 +74,13 @@ pub struct Metrics {
     /// (read again, at most), and records retention deleted before they were read.
     pub(crate) restore_replay_records: Gauge,
     pub(crate) records_lost_to_retention: Counter,
+    /// In a cluster: partitions this node reads, the generation it last folded,
+    /// partitions taken over and released, and how long the last take-over took.
+    pub(crate) cluster_partitions: Gauge,
+    pub(crate) cluster_generation: Gauge,
+    pub(crate) cluster_acquired: Counter,
+    pub(crate) cluster_released: Counter,
+    pub(crate) cluster_acquire_seconds: Gauge<f64, AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -100,6 +107,11 @@ impl Default for Metrics {
             checkpoints_skipped: Counter::default(),
             restore_replay_records: Gauge::default(),
             records_lost_to_retention: Counter::default(),
+            cluster_partitions: Gauge::default(),
+            cluster_generation: Gauge::default(),
+            cluster_acquired: Counter::default(),
+            cluster_released: Counter::default(),
+            cluster_acquire_seconds: Gauge::default(),
         }
     }
 }
@@ -227,6 +239,32 @@ impl Metrics {
             "Records the topic's retention deleted after the last checkpoint and before the \
              node read them (found at restore)",
             self.records_lost_to_retention.clone(),
+        );
+        r.register(
+            "cluster_partitions",
+            "In a cluster: partitions this node reads now",
+            self.cluster_partitions.clone(),
+        );
+        r.register(
+            "cluster_generation",
+            "In a cluster: the assignment's generation as this node last folded it",
+            self.cluster_generation.clone(),
+        );
+        r.register(
+            "cluster_partitions_acquired",
+            "In a cluster: partitions this node took over (from a checkpoint, or new)",
+            self.cluster_acquired.clone(),
+        );
+        r.register(
+            "cluster_partitions_released",
+            "In a cluster: partitions this node handed over",
+            self.cluster_released.clone(),
+        );
+        r.register(
+            "cluster_acquire_duration_seconds",
+            "In a cluster: how long the last take-over took (finding, reading and restoring \
+             the partition's state)",
+            self.cluster_acquire_seconds.clone(),
         );
         r.register_collector(Box::new(QueryMetrics::new(queries, now)));
         let mut s = String::with_capacity(4096);

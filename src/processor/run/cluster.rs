@@ -153,6 +153,10 @@ impl Runner {
                  again"
             );
         }
+        self.node
+            .metrics
+            .cluster_generation
+            .set(i64::try_from(view.state.generation()).unwrap_or(i64::MAX));
         let me = self.node.config.node_id.clone();
         for duty in view.state.duties(&me) {
             let role = self.cluster.as_mut().expect("a cluster role");
@@ -231,6 +235,9 @@ impl Runner {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&p);
+            let m = &self.node.metrics;
+            m.cluster_released.inc();
+            m.cluster_partitions.set(role.owned.len() as i64);
             tracing::info!(partition = %p, generation, epoch, "released a partition");
         }
         Ok(())
@@ -324,6 +331,11 @@ impl Runner {
             format,
             max_future: Some(s.max_future.0),
         }));
+        let m = &self.node.metrics;
+        m.cluster_acquired.inc();
+        m.cluster_partitions.set(role.owned.len() as i64);
+        m.cluster_acquire_seconds
+            .set(started.elapsed().as_secs_f64());
         tracing::info!(
             partition = %p,
             generation,
