@@ -14,6 +14,7 @@
 //! [`View::undecodable`].
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -238,6 +239,8 @@ pub struct Member {
     pub id: String,
     pub incarnation: u64,
     log: Arc<ControlLog>,
+    /// The last complete checkpoint epoch (0: none yet), sent with the heartbeats.
+    epoch: Arc<AtomicU64>,
     view: watch::Receiver<View>,
     /// `true`: leave (append `leave` and stop).
     stop: watch::Sender<bool>,
@@ -268,8 +271,10 @@ impl Member {
         });
         let (stop, stopped) = watch::channel(false);
         let log = Arc::new(log);
+        let epoch = Arc::new(AtomicU64::new(0));
         let task = tokio::spawn(run_member(
             log.clone(),
+            epoch.clone(),
             config.clone(),
             incarnation,
             state,
@@ -282,6 +287,7 @@ impl Member {
             id: config.id,
             incarnation,
             log,
+            epoch,
             view,
             stop,
             task: tokio::sync::Mutex::new(Some(task)),
@@ -316,6 +322,11 @@ impl Member {
             .map(|_| ())
     }
 
+    /// The member completed checkpoint `epoch`: the next heartbeats say so.
+    pub fn checkpointed(&self, epoch: u64) {
+        self.epoch.fetch_max(epoch, Ordering::Relaxed);
+    }
+
     /// Leaves the cluster on purpose (`leave` record: its partitions are free at
     /// once) and stops.
     pub async fn leave(&self) -> Result<()> {
@@ -339,6 +350,7 @@ impl Member {
 #[allow(clippy::too_many_arguments)]
 async fn run_member(
     log: Arc<ControlLog>,
+    epoch: Arc<AtomicU64>,
     config: MemberConfig,
     incarnation: u64,
     mut state: ControlState,
@@ -369,7 +381,7 @@ async fn run_member(
                     incarnation,
                     seq,
                     loads: loads(),
-                    checkpoint_epoch: None,
+                    checkpoint_epoch: Some(epoch.load(Ordering::Relaxed)).filter(|e| *e > 0),
                 })
                 .await?;
             }

@@ -2005,6 +2005,21 @@ async fn a_cluster_of_three_processors_survives_a_kill_and_the_sinks_are_exact()
         f64::from(PARTITIONS),
         "partitions held by the survivors"
     );
+    // The heartbeats carry the nodes' checkpoint epochs.
+    let out = Command::new(env!("CARGO_BIN_EXE_edgeflow"))
+        .args(["cluster", "status", "--json", "--config"])
+        .arg(&status_config)
+        .output()
+        .expect("runs");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    for id in ["cluster-a", "cluster-b"] {
+        assert!(
+            json["members"][id]["checkpoint_epoch"]
+                .as_u64()
+                .is_some_and(|e| e > 0),
+            "{id}: {json}"
+        );
+    }
     assert!(
         acquired >= 3.0,
         "the survivors took partitions over: {acquired}"

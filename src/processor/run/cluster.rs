@@ -201,12 +201,13 @@ impl Runner {
         Ok(())
     }
 
-    /// After checkpoint `epoch`: the partitions whose last batch it holds are dropped
-    /// and said released.
+    /// After checkpoint `epoch`: the heartbeats report it, and the partitions whose
+    /// last batch it holds are dropped and said released.
     pub(super) async fn finish_releases(&mut self, epoch: u64) -> Result<()> {
         let Some(role) = self.cluster.as_ref() else {
             return Ok(());
         };
+        role.member.checkpointed(epoch);
         let done: Vec<(PartitionId, u64)> = role
             .releasing
             .iter()
