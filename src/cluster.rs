@@ -16,7 +16,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use edgeflow_stream::cluster::{
@@ -217,6 +217,9 @@ pub struct View {
     pub fenced: bool,
     /// Control records that were not records, skipped.
     pub undecodable: u64,
+    /// When the member last folded a record of its own (its join or a heartbeat): it
+    /// could append to the log and read it then. See [`Member::lease`].
+    pub renewed: Option<Instant>,
 }
 
 /// The loads of the partitions a member owns, asked for at each heartbeat.
@@ -241,6 +244,7 @@ pub struct Member {
     log: Arc<ControlLog>,
     /// The last complete checkpoint epoch (0: none yet), sent with the heartbeats.
     epoch: Arc<AtomicU64>,
+    lease: Duration,
     view: watch::Receiver<View>,
     /// `true`: leave (append `leave` and stop).
     stop: watch::Sender<bool>,
@@ -268,6 +272,7 @@ impl Member {
             state: state.clone(),
             fenced: false,
             undecodable,
+            renewed: None,
         });
         let (stop, stopped) = watch::channel(false);
         let log = Arc::new(log);
@@ -288,6 +293,8 @@ impl Member {
             incarnation,
             log,
             epoch,
+            lease: config.heartbeat_interval
+                * config.control.dead_after_heartbeats.saturating_sub(1),
             view,
             stop,
             task: tokio::sync::Mutex::new(Some(task)),
@@ -320,6 +327,23 @@ impl Member {
             })
             .await
             .map(|_| ())
+    }
+
+    /// How long after [`View::renewed`] the member may still write: one heartbeat
+    /// interval less than the others take to declare it dead (`dead_after_heartbeats`
+    /// intervals after its last heartbeat), with clocks that run at the same rate. A
+    /// node past its lease (paused, cut off from the log) must not write until it
+    /// renews it.
+    pub fn lease(&self) -> Duration {
+        self.lease
+    }
+
+    /// Whether the lease holds now.
+    pub fn lease_holds(&self) -> bool {
+        self.view
+            .borrow()
+            .renewed
+            .is_some_and(|t| t.elapsed() < self.lease)
     }
 
     /// The member completed checkpoint `epoch`: the next heartbeats say so.
@@ -362,6 +386,7 @@ async fn run_member(
     let mut beat = tokio::time::interval(config.heartbeat_interval);
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut seq = 0;
+    let mut renewed = None;
     loop {
         tokio::select! {
             changed = stop.changed() => {
@@ -390,6 +415,12 @@ async fn run_member(
                 let mut fenced = false;
                 match record {
                     Some(r) => {
+                        let own = r.member() == config.id
+                            && r.incarnation() == incarnation
+                            && matches!(r, Record::Join { .. } | Record::Heartbeat { .. });
+                        if own {
+                            renewed = Some(Instant::now());
+                        }
                         // Dead, or replaced by a newer incarnation of this id.
                         for e in state.apply(offset, &r) {
                             if let Event::Fenced { member, incarnation: i } = &e {
@@ -399,7 +430,7 @@ async fn run_member(
                     }
                     None => undecodable += 1,
                 }
-                view.send_replace(View { state: state.clone(), fenced, undecodable });
+                view.send_replace(View { state: state.clone(), fenced, undecodable, renewed });
                 if fenced {
                     tracing::error!(member = %config.id, incarnation, "declared dead by the cluster; stopped heartbeating");
                     return Ok(());

@@ -1808,7 +1808,10 @@ fn cluster_holders(config: &Path) -> BTreeMap<i64, (String, bool)> {
 /// Three `edgeflow process` nodes in a cluster share three partitions: the first
 /// takes them all, hands two over as the others join (planned moves through
 /// checkpoints); one is killed with `kill -9` while the input arrives in parts, and
-/// the survivors take its partition over from its last checkpoint. PostgreSQL and the
+/// the survivors take its partition over from its last checkpoint; then one survivor
+/// is paused (SIGSTOP) past the detection time while the last part arrives: the other
+/// takes everything over, and the paused one, resumed, stops without writing and
+/// rejoins when started again. PostgreSQL and the
 /// Kafka sink (each identity's last value) end holding exactly the roll-ups computed
 /// from the raw readings, and the survivors' metrics count every partition.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1920,6 +1923,53 @@ async fn a_cluster_of_three_processors_survives_a_kill_and_the_sinks_are_exact()
                 .collect();
             assert_eq!(moved.len(), 1, "{before:?}");
             assert_ne!(after[&moved[0]].0, "cluster-c");
+        }
+        if k == 2 {
+            // `b` is paused (SIGSTOP) past the detection time while the last part
+            // arrives: `a` takes everything over. Resumed, `b` finds itself dead and
+            // stops without writing; started again, it rejoins.
+            tokio::time::sleep(Duration::from_millis(1_500)).await;
+            let pid = nodes[1].pid().expect("b runs").to_string();
+            let signal = |sig: &str| {
+                let ok = Command::new("kill")
+                    .args([sig, &pid])
+                    .status()
+                    .expect("kill runs")
+                    .success();
+                assert!(ok, "kill {sig} {pid}");
+            };
+            signal("-STOP");
+            wait_until(
+                "a holds every partition while b is paused",
+                Duration::from_secs(60),
+                one_each(&["cluster-a"]),
+            )
+            .await;
+            for (p, aggs) in parts[PARTS - 1].iter().enumerate() {
+                send_aggregates(&producer, &topics.input, p as i32, aggs).await;
+            }
+            signal("-CONT");
+            let status = nodes[1].wait_exit(Duration::from_secs(30)).await;
+            assert!(
+                !status.success(),
+                "b stops with an error once it reads its death"
+            );
+            assert!(
+                nodes[1].log_text().contains("declared this node dead"),
+                "{}",
+                nodes[1].log_text()
+            );
+            nodes[1].restart();
+            nodes[1]
+                .wait_for_log_line("processor running", Duration::from_secs(60))
+                .await;
+            wait_until(
+                "b rejoined: a and b share the partitions again",
+                Duration::from_secs(60),
+                one_each(&["cluster-a", "cluster-b"]),
+            )
+            .await;
+            break;
         }
     }
     let survivors = nodes[0].log_text() + &nodes[1].log_text();

@@ -56,6 +56,7 @@ pub async fn run(
             topic: cfg.ingest.dead_letter_topic.clone(),
         },
         cluster: role,
+        held: None,
     };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -68,12 +69,21 @@ pub async fn run(
     let outcome = loop {
         let step = tokio::select! {
             _ = &mut shutdown => break Ok(()),
-            _ = tick.tick() => runner.on_tick().await,
+            _ = tick.tick() => {
+                if runner.may_write() {
+                    runner.on_tick().await
+                } else {
+                    Ok(())
+                }
+            }
             _ = checkpoint.tick(), if checkpointing => {
-                runner.on_checkpoint().await;
+                if runner.may_write() {
+                    runner.on_checkpoint().await;
+                }
                 Ok(())
             }
-            ev = rx.recv() => match ev {
+            // While an event waits for the lease, no other is taken.
+            ev = rx.recv(), if runner.held.is_none() => match ev {
                 Some(ev) => runner.on_source_event(ev).await,
                 // The source ended: it says why below.
                 None => break Ok(()),
@@ -139,6 +149,9 @@ struct Runner {
     offsets: BTreeMap<(String, i32), i64>,
     /// The node's part in its cluster, if it has one.
     cluster: Option<cluster::Role>,
+    /// A source event that arrived while the cluster lease had lapsed: handled once it
+    /// holds again (or never, if the node turns out to be dead).
+    held: Option<SourceEvent>,
 }
 
 impl Runner {
@@ -152,7 +165,19 @@ impl Runner {
         Ok(())
     }
 
+    /// Whether the node may write to its sinks now: alone always; in a cluster while
+    /// its lease holds (it folded a heartbeat of its own recently enough that nobody
+    /// can have taken its partitions over yet).
+    fn may_write(&self) -> bool {
+        self.cluster.as_ref().is_none_or(cluster::Role::lease_holds)
+    }
+
     async fn on_source_event(&mut self, ev: SourceEvent) -> Result<()> {
+        if !self.may_write() {
+            tracing::warn!("the cluster lease lapsed (no heartbeat of this node folded in time); holding the input until it is renewed");
+            self.held = Some(ev);
+            return Ok(());
+        }
         match ev {
             SourceEvent::Batch(b) => self.on_batch(b).await,
             SourceEvent::Backlog {

@@ -131,6 +131,11 @@ impl Role {
             .unwrap_or(0)
     }
 
+    /// Whether the member's lease holds ([`Member::lease`]).
+    pub(super) fn lease_holds(&self) -> bool {
+        self.member.lease_holds()
+    }
+
     /// Leaves the cluster (after the last checkpoint): the partitions go to the
     /// others at once.
     pub(super) async fn leave(self) -> Result<()> {
@@ -158,6 +163,13 @@ impl Runner {
             .cluster_generation
             .set(i64::try_from(view.state.generation()).unwrap_or(i64::MAX));
         let me = self.node.config.node_id.clone();
+        // The lease holds again: the input held meanwhile goes on.
+        if self.held.is_some() && self.may_write() {
+            tracing::info!("the cluster lease holds again; going on");
+            if let Some(ev) = self.held.take() {
+                Box::pin(self.on_source_event(ev)).await?;
+            }
+        }
         for duty in view.state.duties(&me) {
             let role = self.cluster.as_mut().expect("a cluster role");
             match duty {
