@@ -278,17 +278,19 @@ fn expected(o: &Oracle) -> Vec<Row> {
 
 /// Whether `got` holds exactly `want` (means up to rounding).
 fn rows_equal(got: &[Row], want: &[Row]) -> bool {
+    got.len() == want.len() && got.iter().zip(want).all(|(g, w)| row_equal(g, w))
+}
+
+/// One row against another (the mean up to rounding).
+fn row_equal(g: &Row, w: &Row) -> bool {
     let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * a.abs().max(1.0);
-    got.len() == want.len()
-        && got.iter().zip(want).all(|(g, w)| {
-            g.0 == w.0
-                && g.1 == w.1
-                && g.2 == w.2
-                && g.3 == w.3
-                && close(g.4, w.4)
-                && g.5 == w.5
-                && g.6 == w.6
-        })
+    g.0 == w.0
+        && g.1 == w.1
+        && g.2 == w.2
+        && g.3 == w.3
+        && close(g.4, w.4)
+        && g.5 == w.5
+        && g.6 == w.6
 }
 
 fn assert_rows(what: &str, got: &[Row], want: &[Row]) {
@@ -300,17 +302,7 @@ fn assert_rows(what: &str, got: &[Row], want: &[Row]) {
         want.len()
     );
     for (g, w) in got.iter().zip(want) {
-        let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * a.abs().max(1.0);
-        assert!(
-            g.0 == w.0
-                && g.1 == w.1
-                && g.2 == w.2
-                && g.3 == w.3
-                && close(g.4, w.4)
-                && g.5 == w.5
-                && g.6 == w.6,
-            "{what}: got {g:?}, expected {w:?}"
-        );
+        assert!(row_equal(g, w), "{what}: got {g:?}, expected {w:?}");
     }
 }
 
@@ -1462,6 +1454,35 @@ format = "edge-aggregates"
     assert!(!log.contains("processor running"), "{log}");
 }
 
+/// The brokers of a test and its topics (`prefix`-named): the input with
+/// [`PARTITIONS`] partitions, the dead letters and the results with one each.
+async fn brokers_and_topics(prefix: &str) -> (Kafka, Postgres, Topics) {
+    let (kafka, pg) = tokio::join!(Kafka::start_in_memory(), Postgres::start());
+    let topics = Topics {
+        input: unique_topic(&format!("{prefix}-aggregates")),
+        dlq: unique_topic(&format!("{prefix}-dlq")),
+        results: unique_topic(&format!("{prefix}-results")),
+    };
+    kafka.create_topic(&topics.input, PARTITIONS).await;
+    kafka.create_topic(&topics.dlq, 1).await;
+    kafka.create_topic(&topics.results, 1).await;
+    (kafka, pg, topics)
+}
+
+/// The input in `n` parts (part → partition → aggregates), each partition's records in
+/// production order; the last part ends every partition with its sentinel.
+fn in_parts(data: &Data, n: usize) -> Vec<Vec<Vec<Aggregate>>> {
+    let mut parts: Vec<Vec<Vec<Aggregate>>> = vec![vec![Vec::new(); PARTITIONS as usize]; n];
+    for (p, aggs) in data.per_partition.iter().enumerate() {
+        let per = aggs.len().div_ceil(n);
+        for (k, chunk) in aggs.chunks(per).enumerate() {
+            parts[k][p] = chunk.to_vec();
+        }
+        parts[n - 1][p].push(sentinel(&format!("~sentinel-{p}")));
+    }
+    parts
+}
+
 /// `kill -9` at three random moments while the input arrives in parts, each time
 /// restarted: the processor resumes from its last checkpoint (it re-reads at most the
 /// part that arrived since the last checkpoint, never the whole topic), and at the end
@@ -1470,28 +1491,11 @@ format = "edge-aggregates"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_processor_killed_three_times_resumes_from_its_checkpoints_and_the_sinks_are_exact() {
     use rand::Rng;
-    let (kafka, pg) = tokio::join!(Kafka::start_in_memory(), Postgres::start());
-    let topics = Topics {
-        input: unique_topic("ckpt-aggregates"),
-        dlq: unique_topic("ckpt-dlq"),
-        results: unique_topic("ckpt-results"),
-    };
-    kafka.create_topic(&topics.input, PARTITIONS).await;
-    kafka.create_topic(&topics.dlq, 1).await;
-    kafka.create_topic(&topics.results, 1).await;
+    let (kafka, pg, topics) = brokers_and_topics("ckpt").await;
     let data = data();
     let want = expected(&data.oracle);
-    // The input in four parts, each partition's records in production order; the last
-    // part ends every partition with its sentinel.
     const PARTS: usize = 4;
-    let mut parts: Vec<Vec<Vec<Aggregate>>> = vec![vec![Vec::new(); PARTITIONS as usize]; PARTS];
-    for (p, aggs) in data.per_partition.iter().enumerate() {
-        let per = aggs.len().div_ceil(PARTS);
-        for (k, chunk) in aggs.chunks(per).enumerate() {
-            parts[k][p] = chunk.to_vec();
-        }
-        parts[PARTS - 1][p].push(sentinel(&format!("~sentinel-{p}")));
-    }
+    let parts = in_parts(&data, PARTS);
 
     let (pg_port, http_port) = (free_port(), free_port());
     let builder = processor_builder("processor-ckpt");
@@ -1816,27 +1820,12 @@ fn cluster_holders(config: &Path) -> BTreeMap<i64, (String, bool)> {
 /// from the raw readings, and the survivors' metrics count every partition.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_of_three_processors_survives_a_kill_and_the_sinks_are_exact() {
-    let (kafka, pg) = tokio::join!(Kafka::start_in_memory(), Postgres::start());
-    let topics = Topics {
-        input: unique_topic("cluster-aggregates"),
-        dlq: unique_topic("cluster-dlq"),
-        results: unique_topic("cluster-results"),
-    };
-    kafka.create_topic(&topics.input, PARTITIONS).await;
-    kafka.create_topic(&topics.dlq, 1).await;
-    kafka.create_topic(&topics.results, 1).await;
+    let (kafka, pg, topics) = brokers_and_topics("cluster").await;
     let control = unique_topic("cluster-control");
     let data = data();
     let want = expected(&data.oracle);
     const PARTS: usize = 4;
-    let mut parts: Vec<Vec<Vec<Aggregate>>> = vec![vec![Vec::new(); PARTITIONS as usize]; PARTS];
-    for (p, aggs) in data.per_partition.iter().enumerate() {
-        let per = aggs.len().div_ceil(PARTS);
-        for (k, chunk) in aggs.chunks(per).enumerate() {
-            parts[k][p] = chunk.to_vec();
-        }
-        parts[PARTS - 1][p].push(sentinel(&format!("~sentinel-{p}")));
-    }
+    let parts = in_parts(&data, PARTS);
     let shared = tempfile::tempdir().expect("tempdir");
     let checkpoints = shared.path().join("checkpoints");
     let node_config = |id: &str| {

@@ -1128,11 +1128,15 @@ mod tests {
         out
     }
 
+    /// A roll-up per sensor and minute, with a sketch among its aggregates.
+    const PER_SENSOR_MINUTE: &str =
+        "SELECT sensor, tumble(ts, INTERVAL '1 minute') AS minute, count(*) AS n, \
+         sum(value) AS total, approx_median(value) AS mid \
+         FROM s GROUP BY sensor, tumble(ts, INTERVAL '1 minute')";
+
     #[tokio::test]
     async fn an_engine_restored_from_checkpoint_files_goes_on_as_the_original() {
-        let sql = "SELECT sensor, tumble(ts, INTERVAL '1 minute') AS minute, count(*) AS n, \
-                   sum(value) AS total, approx_median(value) AS mid \
-                   FROM s GROUP BY sensor, tumble(ts, INTERVAL '1 minute')";
+        let sql = PER_SENSOR_MINUTE;
         // Two partitions, minutes interleaved, closing as both move on.
         let steps: Vec<Step> = (0..12)
             .map(|i| {
@@ -1240,9 +1244,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_partition_released_by_one_engine_goes_on_in_another() {
-        let sql = "SELECT sensor, tumble(ts, INTERVAL '1 minute') AS minute, count(*) AS n, \
-                   sum(value) AS total, approx_median(value) AS mid \
-                   FROM s GROUP BY sensor, tumble(ts, INTERVAL '1 minute')";
+        let sql = PER_SENSOR_MINUTE;
         // Sensor `a` on partition 0, `b` on partition 1 (the message key is the
         // sensor), minutes interleaved.
         let steps: Vec<Step> = (0..12)
