@@ -2044,6 +2044,23 @@ async fn a_cluster_of_three_processors_survives_a_kill_and_the_sinks_are_exact()
         f64::from(PARTITIONS),
         "partitions held by the survivors"
     );
+    // The cluster as a table, on any node: every partition, held by a or b.
+    let port: u16 = http[0]
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    let (ok, out, err) = edgeflow_sql(
+        port,
+        "SELECT partition, holder, state, here FROM edgeflow_cluster ORDER BY partition",
+    );
+    assert!(ok, "{err}");
+    let rows: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("cluster-a") || l.contains("cluster-b"))
+        .collect();
+    assert_eq!(rows.len(), PARTITIONS as usize, "{out}");
+    assert!(rows.iter().all(|r| r.contains("owned")), "{out}");
     // The heartbeats carry the nodes' checkpoint epochs.
     let out = Command::new(env!("CARGO_BIN_EXE_edgeflow"))
         .args(["cluster", "status", "--json", "--config"])

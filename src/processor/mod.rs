@@ -8,6 +8,7 @@
 //! - [`pg`]: the PostgreSQL wire protocol; [`http`]: `POST /sql`, `/metrics`, `/health`;
 //! - [`metrics`]: counters, gauges and histograms, exposed as OpenMetrics text.
 
+mod cluster_table;
 pub mod config;
 pub mod control;
 mod delivery;

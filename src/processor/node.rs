@@ -20,6 +20,7 @@ use tokio::sync::Mutex;
 
 use edgeflow_stream::checkpoint::CheckpointStore;
 
+use super::cluster_table::ClusterTable;
 use super::config::{ProcessorConfig, SinkConfig};
 use super::control::Control;
 use super::delivery::{take_dead, Route};
@@ -58,6 +59,10 @@ pub struct Node {
     /// offset in the checkpoint the node started from, or where the stream config
     /// starts a partition the checkpoint does not hold, resolved to an offset.
     pub(super) start_offsets: BTreeMap<(String, i32), i64>,
+    /// In a cluster, the member's fold of the control log, once joined
+    /// (`edgeflow_cluster`).
+    pub(super) cluster_view:
+        Arc<std::sync::OnceLock<tokio::sync::watch::Receiver<crate::cluster::View>>>,
 }
 
 /// The checkpoint file of a sink's state for a query.
@@ -271,6 +276,14 @@ impl Node {
                 engine: engine.clone(),
             }),
         )?;
+        let cluster_view = Arc::new(std::sync::OnceLock::new());
+        pull.register_table(
+            "edgeflow_cluster",
+            Arc::new(ClusterTable {
+                node: config.node_id.clone(),
+                view: cluster_view.clone(),
+            }),
+        )?;
         let node = Arc::new(Node {
             engine,
             pull,
@@ -282,6 +295,7 @@ impl Node {
             config: config.clone(),
             start_offsets,
             checkpoints,
+            cluster_view,
         });
         for q in &config.queries {
             node.create_query(

@@ -93,6 +93,7 @@ impl Role {
         )
         .await?;
         tracing::info!(member = %member.id, incarnation = member.incarnation, topic = %cluster.control_topic, "joined the cluster");
+        let _ = node.cluster_view.set(member.view());
         Ok(Role {
             view: member.view(),
             member,
