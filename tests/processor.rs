@@ -705,10 +705,15 @@ async fn rollups_reach_postgres_parquet_kafka_and_psql_and_survive_a_replay() {
     );
 
     // What clients learn from the catalog: the tables the config declares (the query's
-    // live table, the stream's `_latest` table) and edgeflow_queries.
+    // live table, the stream's `_latest` table), edgeflow_queries and edgeflow_cluster.
     assert_catalog_seen_by_clients(
         pg_port,
-        &["aggregates_latest", "edgeflow_queries", "temp_1m"],
+        &[
+            "aggregates_latest",
+            "edgeflow_cluster",
+            "edgeflow_queries",
+            "temp_1m",
+        ],
     );
 
     // The malformed record is dead-lettered with its reason.
@@ -763,7 +768,13 @@ async fn rollups_reach_postgres_parquet_kafka_and_psql_and_survive_a_replay() {
     // Its live table is in the catalog at once, and leaves it with the view.
     assert_eq!(
         psql_tables(pg_port),
-        as_tables(&["aggregates_latest", "edgeflow_queries", "hourly", "temp_1m"])
+        as_tables(&[
+            "aggregates_latest",
+            "edgeflow_cluster",
+            "edgeflow_queries",
+            "hourly",
+            "temp_1m"
+        ])
     );
     assert_eq!(
         psql_columns(pg_port, "hourly"),
@@ -777,7 +788,12 @@ async fn rollups_reach_postgres_parquet_kafka_and_psql_and_survive_a_replay() {
     assert!(p.ok, "{}", p.stderr);
     assert_eq!(
         psql_tables(pg_port),
-        as_tables(&["aggregates_latest", "edgeflow_queries", "temp_1m"])
+        as_tables(&[
+            "aggregates_latest",
+            "edgeflow_cluster",
+            "edgeflow_queries",
+            "temp_1m"
+        ])
     );
     let p = psql("127.0.0.1", pg_port, r"\d hourly");
     assert!(!p.ok && p.stderr.contains("\"hourly\""), "{}", p.stderr);
