@@ -12,14 +12,14 @@
 //! - when the fold declares this node dead, stop at once, writing nothing more (no last
 //!   checkpoint, no sink flush).
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use edgeflow_ingest::resume::fresh;
 use edgeflow_ingest::source::{Assignment, SourceCommand, StartOffset};
-use edgeflow_stream::checkpoint::latest_state_of;
+use edgeflow_stream::checkpoint::{latest_state_of, CheckpointStore, Manifest};
 use edgeflow_stream::cluster::{Duty, LoadReport, PartitionId};
 use edgeflow_wire::clock::now_ms;
 use edgeflow_wire::kafka::client_config;
@@ -171,6 +171,7 @@ impl Runner {
                 Box::pin(self.on_source_event(ev)).await?;
             }
         }
+        let mut to_take = Vec::new();
         for duty in view.state.duties(&me) {
             let role = self.cluster.as_mut().expect("a cluster role");
             match duty {
@@ -179,7 +180,7 @@ impl Runner {
                     generation,
                     ..
                 } if !role.owned.contains_key(&partition) => {
-                    self.acquire(&partition, generation, &view).await?;
+                    to_take.push((partition, generation));
                 }
                 Duty::Release {
                     partition,
@@ -196,6 +197,13 @@ impl Runner {
                     tracing::info!(%partition, generation, "releasing a partition");
                 }
                 _ => {}
+            }
+        }
+        if !to_take.is_empty() {
+            // Every member's checkpoints are listed once for all the partitions taken.
+            let found = Checkpoints::list(&self.node, &view).await?;
+            for (partition, generation) in to_take {
+                self.acquire(&partition, generation, &found).await?;
             }
         }
         Ok(())
@@ -258,7 +266,12 @@ impl Runner {
     }
 
     /// Takes a partition over: its newest state, then reading from its offset.
-    async fn acquire(&mut self, p: &PartitionId, generation: u64, view: &View) -> Result<()> {
+    async fn acquire(
+        &mut self,
+        p: &PartitionId,
+        generation: u64,
+        checkpoints: &Checkpoints,
+    ) -> Result<()> {
         let node = self.node.clone();
         let cfg = &node.config;
         let stream = node
@@ -272,28 +285,17 @@ impl Runner {
             .find(|s| s.name == stream)
             .ok_or_else(|| anyhow!("no stream `{stream}`"))?;
         let started = std::time::Instant::now();
-        let mut stores = BTreeMap::new();
-        let mut manifests = Vec::new();
-        let members: BTreeSet<String> = view.state.members().keys().cloned().collect();
-        for m in &members {
-            let store = checkpoint_store_of(cfg, m)?;
-            for manifest in store
-                .manifests()
-                .await
-                .with_context(|| format!("listing the checkpoints of `{m}` to take {p} over"))?
-            {
-                manifests.push((m.clone(), manifest));
-            }
-            stores.insert(m.clone(), store);
-        }
+        let Checkpoints {
+            stores,
+            manifests,
+            consumer,
+        } = checkpoints;
         let found = latest_state_of(
             &p.topic,
             p.partition,
             manifests.iter().map(|(n, m)| (n.as_str(), m)),
         )
         .map(|(n, e, o)| (n.to_string(), e, o));
-        let consumer: BaseConsumer =
-            client_config(&cfg.kafka.brokers, &cfg.kafka.properties, &[]).create()?;
         let now = now_ms();
         let (offset, from) = match found {
             Some((holder, epoch, next)) => {
@@ -315,11 +317,11 @@ impl Runner {
                     .lock()
                     .await
                     .adopt_partition(&stream, p.partition, &files, now)?;
-                let r = resume_from_checkpoint(&consumer, cfg, &p.topic, p.partition, next)?;
+                let r = resume_from_checkpoint(consumer, cfg, &p.topic, p.partition, next)?;
                 (r.offset, format!("{holder} epoch {epoch}"))
             }
             None => {
-                let (lo, hi) = partition_ends(&consumer, cfg, &p.topic, p.partition)?;
+                let (lo, hi) = partition_ends(consumer, cfg, &p.topic, p.partition)?;
                 node.engine
                     .lock()
                     .await
@@ -359,6 +361,38 @@ impl Runner {
             "acquired a partition"
         );
         Ok(())
+    }
+}
+
+/// Every member's complete checkpoints, listed for taking partitions over, and a
+/// client for the partitions' offsets.
+struct Checkpoints {
+    stores: BTreeMap<String, CheckpointStore>,
+    /// (member, manifest), every complete epoch of every member.
+    manifests: Vec<(String, Manifest)>,
+    consumer: BaseConsumer,
+}
+
+impl Checkpoints {
+    async fn list(node: &Node, view: &View) -> Result<Checkpoints> {
+        let cfg = &node.config;
+        let mut stores = BTreeMap::new();
+        let mut manifests = Vec::new();
+        for m in view.state.members().keys() {
+            let store = checkpoint_store_of(cfg, m)?;
+            for manifest in store.manifests().await.with_context(|| {
+                format!("listing the checkpoints of `{m}` to take partitions over")
+            })? {
+                manifests.push((m.clone(), manifest));
+            }
+            stores.insert(m.clone(), store);
+        }
+        let consumer = client_config(&cfg.kafka.brokers, &cfg.kafka.properties, &[]).create()?;
+        Ok(Checkpoints {
+            stores,
+            manifests,
+            consumer,
+        })
     }
 }
 
