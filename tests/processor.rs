@@ -1825,6 +1825,21 @@ fn cluster_holders(config: &Path) -> BTreeMap<i64, (String, bool)> {
         .collect()
 }
 
+/// Waits until the processor at `addr` has completed two more checkpoints.
+async fn two_more_checkpoints(addr: &str) {
+    let count = || async {
+        metric_sum(
+            &common::http_get(addr, "/metrics").await,
+            "edgeflow_processor_checkpoints_total",
+        )
+    };
+    let before = count().await;
+    wait_until("two more checkpoints", Duration::from_secs(30), || async {
+        (count().await >= before + 2.0).then_some(())
+    })
+    .await;
+}
+
 /// Three `edgeflow process` nodes in a cluster share three partitions: the first
 /// takes them all, hands two over as the others join (planned moves through
 /// checkpoints); one is killed with `kill -9` while the input arrives in parts, and
@@ -1912,8 +1927,8 @@ async fn a_cluster_of_three_processors_survives_a_kill_and_the_sinks_are_exact()
             send_aggregates(&producer, &topics.input, p as i32, aggs).await;
         }
         if k == 1 {
-            // Checkpoints of what was read, then `c` dies.
-            tokio::time::sleep(Duration::from_millis(2_500)).await;
+            // Two checkpoints after the part went out, then `c` dies.
+            two_more_checkpoints(&http[2]).await;
             nodes[2].kill9();
             let after = wait_until(
                 "a and b hold every partition",
@@ -1933,7 +1948,7 @@ async fn a_cluster_of_three_processors_survives_a_kill_and_the_sinks_are_exact()
             // `b` is paused (SIGSTOP) past the detection time while the last part
             // arrives: `a` takes everything over. Resumed, `b` finds itself dead and
             // stops without writing; started again, it rejoins.
-            tokio::time::sleep(Duration::from_millis(1_500)).await;
+            two_more_checkpoints(&http[1]).await;
             let pid = nodes[1].pid().expect("b runs").to_string();
             let signal = |sig: &str| {
                 let ok = Command::new("kill")
