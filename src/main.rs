@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use edgeflow_wire::kafka::{client_config, consumer_config};
-use rand::{Rng, SeedableRng};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -35,29 +34,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Publish synthetic readings: JSON `{"ts":..,"value":..}` on
-    /// `sensors/<site>/<sensor>/telemetry`.
-    Simulate {
-        #[arg(long, default_value = "localhost")]
-        host: String,
-        #[arg(long, default_value_t = 1883)]
-        port: u16,
-        /// Number of distinct sensors.
-        #[arg(long, default_value_t = 100)]
-        sensors: u32,
-        /// Readings per second over all sensors (0 = as fast as possible).
-        #[arg(long, default_value_t = 1000)]
-        rate: u64,
-        /// Stop after this many readings (0 = run until interrupted).
-        #[arg(long, default_value_t = 0)]
-        count: u64,
-        /// MQTT QoS 0, 1 or 2.
-        #[arg(long, default_value_t = 1)]
-        qos: u8,
-        /// Seed of the value generator (runs are reproducible).
-        #[arg(long, default_value_t = 7)]
-        seed: u64,
-    },
+    /// Publish the readings of simulated sensors over MQTT, on
+    /// `sensors/<site>/<sensor>/telemetry`, at a fixed rate (open loop: a broker that
+    /// cannot keep up shows as lag, not as a slower plant). Deterministic for a seed.
+    Simulate(SimulateArgs),
     /// Create Kafka topics (no-op for topics that exist).
     CreateTopics {
         #[arg(long, default_value = "localhost:9092")]
@@ -99,6 +79,134 @@ enum Cmd {
     },
 }
 
+#[derive(clap::Args)]
+struct SimulateArgs {
+    #[arg(long, default_value = "localhost")]
+    host: String,
+    #[arg(long, default_value_t = 1883)]
+    port: u16,
+    /// Number of sensors.
+    #[arg(long, default_value_t = 100)]
+    sensors: u32,
+    /// Number of the first sensor (`s-000000`); separate simulators cover separate
+    /// sensors with it.
+    #[arg(long, default_value_t = 0)]
+    first_sensor: u32,
+    /// Number of sites the sensors are spread across.
+    #[arg(long, default_value_t = 4)]
+    sites: u32,
+    /// Readings per second over all sensors.
+    #[arg(long, default_value_t = 1000.0)]
+    rate: f64,
+    /// Stop after this many messages (default: run until interrupted or `--duration`).
+    #[arg(long)]
+    count: Option<u64>,
+    /// Stop after this long (e.g. `30s`).
+    #[arg(long)]
+    duration: Option<humantime::Duration>,
+    /// MQTT QoS 0, 1 or 2.
+    #[arg(long, default_value_t = 1)]
+    qos: u8,
+    /// Seed of every random choice: the same seed and start give the same messages.
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    /// Event time of the first slot, epoch milliseconds (default: now).
+    #[arg(long)]
+    start_ms: Option<i64>,
+    /// Payload formats' weights, e.g. `json=0.7,senml=0.2,number=0.1`. Each sensor
+    /// speaks one; bare numbers carry no timestamp.
+    #[arg(long, default_value = "json=0.7,senml=0.2,number=0.1")]
+    formats: String,
+    /// Fraction of malformed messages (cut-off JSON, text values, NaN, far-future
+    /// timestamps, empty payloads).
+    #[arg(long, default_value_t = 0.001)]
+    malformed: f64,
+    /// Fraction of late readings (event time up to `--max-late` before their slot).
+    #[arg(long, default_value_t = 0.002)]
+    late: f64,
+    #[arg(long, default_value = "2m")]
+    max_late: humantime::Duration,
+    /// Every reading's event time is up to this much before its slot (out-of-order
+    /// arrival within a sensor).
+    #[arg(long, default_value = "200ms")]
+    jitter: humantime::Duration,
+    /// Chance per reading that its sensor then drops out for about `--dropout-for`.
+    #[arg(long, default_value_t = 0.0002)]
+    dropout: f64,
+    #[arg(long, default_value = "30s")]
+    dropout_for: humantime::Duration,
+    /// Fraction of readings with a spike far off the signal.
+    #[arg(long, default_value_t = 0.001)]
+    spikes: f64,
+    /// Well-behaved sensors only: JSON, in order, no defect, lateness, dropout or spike
+    /// (the options above that set them are ignored).
+    #[arg(long)]
+    clean: bool,
+    /// Write every message sent, as the simulator meant it, as JSON lines to this file.
+    #[arg(long)]
+    readings: Option<std::path::PathBuf>,
+}
+
+impl SimulateArgs {
+    fn scenario(&self) -> Result<edgeflow::simulate::Scenario> {
+        use edgeflow::simulate::{FormatMix, Scenario};
+        let ms = |d: &humantime::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        let mut formats = FormatMix {
+            json: 0.0,
+            senml: 0.0,
+            number: 0.0,
+        };
+        for part in self.formats.split(',').filter(|p| !p.trim().is_empty()) {
+            let (name, weight) = part.split_once('=').with_context(|| {
+                format!("--formats: `{part}` is not `format=weight` (formats: json, senml, number)")
+            })?;
+            let weight: f64 = weight.trim().parse().with_context(|| {
+                format!("--formats: the weight of `{}` is not a number", name.trim())
+            })?;
+            match name.trim() {
+                "json" => formats.json = weight,
+                "senml" => formats.senml = weight,
+                "number" => formats.number = weight,
+                other => {
+                    bail!("--formats: unknown format `{other}`; allowed are json, senml, number")
+                }
+            }
+        }
+        let base = Scenario {
+            seed: self.seed,
+            sensors: self.sensors,
+            first_sensor: self.first_sensor,
+            sites: self.sites,
+            rate: self.rate,
+            start_ms: self.start_ms.unwrap_or_else(edgeflow_wire::clock::now_ms),
+            ..if self.clean {
+                Scenario::clean()
+            } else {
+                Scenario::default()
+            }
+        };
+        let scenario = if self.clean {
+            base
+        } else {
+            Scenario {
+                formats,
+                malformed: self.malformed,
+                late: self.late,
+                max_late_ms: ms(&self.max_late),
+                jitter_ms: ms(&self.jitter),
+                dropout: self.dropout,
+                dropout_ms: ms(&self.dropout_for),
+                spikes: self.spikes,
+                ..base
+            }
+        };
+        scenario
+            .validate()
+            .map_err(|e| anyhow::anyhow!("simulate: {e}"))?;
+        Ok(scenario)
+    }
+}
+
 #[derive(Subcommand)]
 enum ClusterCmd {
     /// Fold the control log to its end and print the members, the generation, each
@@ -117,15 +225,7 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     match cli.cmd {
-        Cmd::Simulate {
-            host,
-            port,
-            sensors,
-            rate,
-            count,
-            qos,
-            seed,
-        } => rt.block_on(simulate(host, port, sensors, rate, count, qos, seed)),
+        Cmd::Simulate(args) => rt.block_on(simulate(args)),
         Cmd::CreateTopics {
             brokers,
             partitions,
@@ -261,86 +361,42 @@ async fn sql(server: &str, statement: &str) -> Result<()> {
     Ok(())
 }
 
-async fn simulate(
-    host: String,
-    port: u16,
-    sensors: u32,
-    rate: u64,
-    count: u64,
-    qos: u8,
-    seed: u64,
-) -> Result<()> {
-    let qos = match qos {
-        0 => rumqttc::QoS::AtMostOnce,
-        1 => rumqttc::QoS::AtLeastOnce,
-        2 => rumqttc::QoS::ExactlyOnce,
-        q => bail!("--qos {q}: allowed values are 0, 1, 2"),
+async fn simulate(args: SimulateArgs) -> Result<()> {
+    use edgeflow::simulate::{run, Generator};
+    let scenario = args.scenario()?;
+    let generator = Generator::new(&scenario).map_err(|e| anyhow::anyhow!("simulate: {e}"))?;
+    let target = run::Target {
+        host: args.host.clone(),
+        port: args.port,
+        qos: args.qos,
+        client_id: format!("edgeflow-simulate-{}", std::process::id()),
     };
-    if sensors == 0 {
-        bail!("--sensors must be at least 1");
-    }
-    let id = format!("edgeflow-simulate-{}", std::process::id());
-    let mut opts = rumqttc::MqttOptions::new(id, host.clone(), port);
-    opts.set_keep_alive(Duration::from_secs(30))
-        .set_inflight(1000);
-    let (client, mut ev) = rumqttc::AsyncClient::new(opts, 10_000);
-    // Counts the broker's acknowledgements (PUBACK for QoS 1, PUBCOMP for QoS 2), so the
-    // command ends only when the broker has every reading.
-    let (acked_tx, mut acked_rx) = tokio::sync::watch::channel(0u64);
-    let driver = tokio::spawn(async move {
-        let mut acked = 0u64;
-        loop {
-            match ev.poll().await {
-                Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)))
-                | Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubComp(_))) => {
-                    acked += 1;
-                    let _ = acked_tx.send(acked);
-                }
-                Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::Disconnect)) => break,
-                Ok(_) => {}
-                Err(e) => {
-                    eprintln!("simulate: MQTT {host}:{port}: {e}");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
-        }
-    });
-    let needs_ack = qos != rumqttc::QoS::AtMostOnce;
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut values: Vec<f64> = (0..sensors).map(|_| rng.random_range(15.0..25.0)).collect();
-    let start = Instant::now();
-    let mut sent = 0u64;
-    while count == 0 || sent < count {
-        let i = (sent % sensors as u64) as usize;
-        values[i] += rng.random_range(-0.5..0.5);
-        let ts = edgeflow_wire::clock::now_ms();
-        let topic = format!("sensors/site-{}/s-{:06}/telemetry", i % 4, i);
-        let payload = format!("{{\"ts\":{ts},\"value\":{:.3}}}", values[i]);
-        client
-            .publish(topic, qos, false, payload)
-            .await
-            .context("publishing")?;
-        sent += 1;
-        if rate > 0 {
-            let due = start + Duration::from_secs_f64(sent as f64 / rate as f64);
-            tokio::time::sleep_until(due.into()).await;
-        }
-        if sent.is_multiple_of(10_000) {
-            eprintln!(
-                "simulate: {sent} readings, {:.0}/s",
-                sent as f64 / start.elapsed().as_secs_f64()
-            );
-        }
-    }
-    if needs_ack {
-        acked_rx
-            .wait_for(|a| *a >= sent)
-            .await
-            .context("the MQTT connection ended before the broker acknowledged every reading")?;
-    }
-    client.disconnect().await.ok();
-    let _ = tokio::time::timeout(Duration::from_secs(5), driver).await;
-    eprintln!("simulate: published {sent} readings");
+    let limits = run::Limits {
+        count: args.count,
+        duration: args.duration.map(Into::into),
+    };
+    let stop = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let summary = run::run(
+        generator,
+        &target,
+        limits,
+        args.readings.as_deref(),
+        Some(Duration::from_secs(1)),
+        Duration::from_secs(60),
+        stop,
+    )
+    .await?;
+    eprintln!(
+        "simulate: published {} messages in {:.1} s ({:.0}/s; {} malformed, {} late), max lag {} ms",
+        summary.sent,
+        summary.elapsed_s,
+        summary.rate,
+        summary.malformed,
+        summary.late,
+        summary.max_lag_ms
+    );
     Ok(())
 }
 

@@ -125,6 +125,146 @@ async fn records_survive_a_kafka_stop_and_start_and_the_producer_resumes_without
     assert_records_are_exactly(&records, 0..100);
 }
 
+/// `edgeflow simulate` through Mosquitto: what a subscriber receives is exactly what the
+/// readings file lists (read back by the edge agent's decoder, an independent reader of
+/// the formats: malformed messages rejected, every other one the reading the file names),
+/// and a second run with the same seed and start writes the same file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simulator_publishes_what_its_readings_file_lists_and_repeats_it() {
+    use edgeflow_edge::config::DecodeConfig;
+    use edgeflow_edge::decode::{DecodeBuf, Decoder, PayloadFormat, Source};
+
+    const PER_RUN: usize = 3_000;
+    let broker = Mosquitto::start().await;
+    let mut options = MqttOptions::new(unique_topic("subscriber"), broker.host(), broker.port());
+    options.set_keep_alive(Duration::from_secs(5));
+    let (client, mut events) = AsyncClient::new(options, 1_000);
+    client
+        .subscribe("sensors/#", QoS::AtLeastOnce)
+        .await
+        .expect("queue SUBSCRIBE");
+    let (subscribed_tx, subscribed_rx) = tokio::sync::oneshot::channel();
+    let collector = tokio::spawn(async move {
+        let mut subscribed = Some(subscribed_tx);
+        let mut received = Vec::new();
+        while received.len() < 2 * PER_RUN {
+            match events.poll().await.expect("MQTT connection") {
+                Event::Incoming(Packet::SubAck(_)) => {
+                    if let Some(tx) = subscribed.take() {
+                        let _ = tx.send(());
+                    }
+                }
+                Event::Incoming(Packet::Publish(p)) => received.push((p.topic, p.payload)),
+                _ => {}
+            }
+        }
+        received
+    });
+    tokio::time::timeout(Duration::from_secs(10), subscribed_rx)
+        .await
+        .expect("SUBACK within 10 s")
+        .expect("subscriber");
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    // A fixed start near now: the decoder refuses times more than 7 days old.
+    let start_ms = edgeflow_wire::clock::now_ms() / 60_000 * 60_000;
+    let simulate = |file: &std::path::Path| {
+        let output = Command::new(env!("CARGO_BIN_EXE_edgeflow"))
+            .args(["simulate", "--host", broker.host(), "--port"])
+            .arg(broker.port().to_string())
+            .args([
+                "--sensors",
+                "60",
+                "--rate",
+                "5000",
+                "--seed",
+                "11",
+                "--qos",
+                "1",
+            ])
+            .args(["--malformed", "0.05", "--late", "0.05", "--dropout", "0.01"])
+            .args(["--formats", "json=1,senml=1,number=1"])
+            .arg(format!("--count={PER_RUN}"))
+            .arg(format!("--start-ms={start_ms}"))
+            .arg("--readings")
+            .arg(file)
+            .output()
+            .expect("run edgeflow simulate");
+        assert!(
+            output.status.success(),
+            "edgeflow simulate failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        std::fs::read_to_string(file).expect("readings file")
+    };
+    let first = simulate(&dir.path().join("first.jsonl"));
+    let second = simulate(&dir.path().join("second.jsonl"));
+    assert_eq!(
+        first, second,
+        "the same seed and start wrote different readings"
+    );
+
+    let received = tokio::time::timeout(Duration::from_secs(30), collector)
+        .await
+        .expect("every message within 30 s")
+        .expect("collector");
+    // (topic, sensor, event time or None for the arrival time, value bits), or the
+    // topic alone for a rejected message.
+    type Key = (String, Option<(String, Option<i64>, u64)>);
+    let decoder = Decoder::new(&DecodeConfig::default(), 1 << 16);
+    let pattern = "sensors/{site}/{sensor_id}/telemetry"
+        .parse()
+        .expect("pattern");
+    let mut buf = DecodeBuf::default();
+    let mut got: Vec<Key> = received
+        .iter()
+        .map(|(topic, payload)| {
+            let arrival = edgeflow_wire::clock::now_ms();
+            let source = Source {
+                format: PayloadFormat::Auto,
+                pattern: Some(&pattern),
+            };
+            match decoder.decode(source, topic, payload, arrival, &mut buf) {
+                Err(_) => (topic.clone(), None),
+                Ok(()) => {
+                    assert_eq!(buf.items.len(), 1, "{payload:?}");
+                    let item = &buf.items[0];
+                    // A bare number carries no time: the decoder used the arrival time.
+                    let ts = matches!(payload.first(), Some(b'{' | b'[')).then_some(item.ts_ms);
+                    let reading = (buf.sensor(item).to_string(), ts, item.value.to_bits());
+                    (topic.clone(), Some(reading))
+                }
+            }
+        })
+        .collect();
+    let mut want: Vec<Key> = first
+        .lines()
+        .chain(second.lines())
+        .map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line).expect("readings line");
+            let topic = v["topic"].as_str().expect("topic").to_string();
+            if !v["defect"].is_null() {
+                return (topic, None);
+            }
+            let sensor = v["sensor"].as_str().expect("sensor").to_string();
+            let value = v["value"].as_f64().expect("value").to_bits();
+            (topic, Some((sensor, v["ts_ms"].as_i64(), value)))
+        })
+        .collect();
+    assert_eq!(want.len(), 2 * PER_RUN);
+    let malformed = want.iter().filter(|k| k.1.is_none()).count();
+    assert!(
+        malformed > 2 * PER_RUN / 100,
+        "only {malformed} malformed messages"
+    );
+    got.sort();
+    want.sort();
+    assert!(
+        got == want,
+        "the messages received differ from the readings files"
+    );
+}
+
 #[test]
 fn the_harness_builds_and_runs_the_edge_binary() {
     // Whatever the agent's CLI becomes, `--help` must exit successfully. The runtime is

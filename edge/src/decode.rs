@@ -377,9 +377,9 @@ impl Decoder {
                 ));
             } else if t.abs() < (1u64 << 28) as f64 {
                 // RFC 8428 §4.5.3: relative to now.
-                arrival_ms.saturating_add((t * 1000.0) as i64)
+                arrival_ms.saturating_add(seconds_to_ms(t))
             } else {
-                (t * 1000.0) as i64
+                seconds_to_ms(t)
             };
             let n = r.n.as_deref().unwrap_or("");
             let (sensor, field) = match topic_sensor {
@@ -424,6 +424,13 @@ fn truncate(s: &str, max: usize) -> &str {
     }
 }
 
+/// Seconds to whole milliseconds, rounded down. A decimal time such as `1764000000.123`
+/// has no exact binary value, and multiplying it by 1000 can land just below the
+/// millisecond it names (`…122.99998`); rounding to the microsecond first keeps it.
+fn seconds_to_ms(t: f64) -> i64 {
+    ((t * 1e6).round() / 1e3).floor() as i64
+}
+
 /// Interprets a numeric timestamp by magnitude: s, ms, µs or ns since the epoch.
 pub fn epoch_number_to_ms(n: f64) -> Option<i64> {
     if !n.is_finite() {
@@ -431,7 +438,7 @@ pub fn epoch_number_to_ms(n: f64) -> Option<i64> {
     }
     let a = n.abs();
     let ms = if a < 1e11 {
-        n * 1e3
+        return Some(seconds_to_ms(n));
     } else if a < 1e14 {
         n
     } else if a < 1e17 {
@@ -757,6 +764,31 @@ mod tests {
                 )
             ]
         );
+    }
+
+    #[test]
+    fn decimal_seconds_name_the_millisecond_they_say() {
+        // 1.001 s is 1000.9999… ms in binary; truncating it lost a millisecond.
+        for ms in [1i64, 1001, 1003, 59_999, 299_999] {
+            let secs = format!("{}.{:03}", ms / 1000, ms % 1000);
+            let senml = format!(r#"[{{"n":"value","t":{secs},"v":1}}]"#);
+            let r = run(&decoder(), PayloadFormat::Auto, PAT, TOPIC, &senml).unwrap();
+            assert_eq!(r[0].2, NOW + ms, "SenML relative time {secs} s");
+            let r = run(
+                &decoder(),
+                PayloadFormat::Auto,
+                PAT,
+                TOPIC,
+                &format!("[{{\"n\":\"value\",\"t\":-{secs},\"v\":1}}]"),
+            )
+            .unwrap();
+            assert_eq!(r[0].2, NOW - ms, "SenML relative time -{secs} s");
+            assert_eq!(
+                epoch_number_to_ms(secs.parse().unwrap()),
+                Some(ms),
+                "{secs} s"
+            );
+        }
     }
 
     #[test]
