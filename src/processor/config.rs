@@ -72,6 +72,10 @@ pub struct ClusterConfig {
     /// Weight of a new load sample in the moving average (above 0, at most 1).
     #[serde(default = "default_smoothing")]
     pub load_smoothing: f64,
+    /// Loads below this many rows per second are noise: for balance a partition counts
+    /// as at least this, and while every partition is below it nothing moves for load.
+    #[serde(default = "default_min_load")]
+    pub min_load: f64,
     /// This processor's capacity relative to the others (1.0: equal).
     #[serde(default = "default_capacity")]
     pub capacity: f64,
@@ -86,6 +90,7 @@ impl Default for ClusterConfig {
             rebalance_every: default_rebalance_every(),
             tolerance: default_tolerance(),
             load_smoothing: default_smoothing(),
+            min_load: default_min_load(),
             capacity: default_capacity(),
         }
     }
@@ -99,6 +104,7 @@ impl ClusterConfig {
             rebalance_every: self.rebalance_every,
             tolerance: self.tolerance,
             load_smoothing: self.load_smoothing,
+            min_load: self.min_load,
         }
     }
 
@@ -145,6 +151,9 @@ fn default_tolerance() -> f64 {
 }
 fn default_smoothing() -> f64 {
     edgeflow_stream::cluster::ControlConfig::default().load_smoothing
+}
+fn default_min_load() -> f64 {
+    edgeflow_stream::cluster::ControlConfig::default().min_load
 }
 fn default_capacity() -> f64 {
     1.0

@@ -29,6 +29,10 @@ fn default_capacity() -> f64 {
     DEFAULT_CAPACITY
 }
 
+fn default_min_load() -> f64 {
+    1.0
+}
+
 /// The parameters of the fold. Every processor must use the same values (they are
 /// part of the function that folds the log).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -50,6 +54,13 @@ pub struct ControlConfig {
     /// Weight of a new load sample in the moving average (above 0, at most 1).
     #[serde(default = "default_smoothing")]
     pub load_smoothing: f64,
+    /// Loads below this (in the loads' unit, rows per second) are noise: for balance a
+    /// partition's load counts as at least this, and while every partition is below it
+    /// the cluster is idle and load drift moves nothing. Without it, when the input
+    /// stops, the residual rates of the partitions (each falling to zero at its own
+    /// moment) would look like an imbalance and move partitions for nothing.
+    #[serde(default = "default_min_load")]
+    pub min_load: f64,
 }
 
 impl Default for ControlConfig {
@@ -59,6 +70,7 @@ impl Default for ControlConfig {
             rebalance_every: default_rebalance_every(),
             tolerance: default_tolerance(),
             load_smoothing: default_smoothing(),
+            min_load: default_min_load(),
         }
     }
 }
@@ -86,6 +98,12 @@ impl ControlConfig {
             problems.push(format!(
                 "load_smoothing = {} must be above 0 and at most 1 (e.g. 0.3)",
                 self.load_smoothing
+            ));
+        }
+        if !(self.min_load.is_finite() && self.min_load >= 0.0) {
+            problems.push(format!(
+                "min_load = {} must be a number of 0 or more (rows per second, e.g. 1.0)",
+                self.min_load
             ));
         }
         if problems.is_empty() {
@@ -394,6 +412,22 @@ impl ControlState {
             .collect()
     }
 
+    /// The loads balance is computed on: [`ControlState::loads`], each at least
+    /// `min_load`.
+    fn balance_loads(&self) -> Loads {
+        let floor = self.config.min_load;
+        let mut loads = self.loads();
+        for l in loads.values_mut() {
+            l.load = l.load.max(floor);
+        }
+        loads
+    }
+
+    /// Every partition's load is below `min_load`: nothing flows, nothing to balance.
+    pub fn idle(&self) -> bool {
+        self.loads().values().all(|l| l.load < self.config.min_load)
+    }
+
     fn live_members(&self) -> Members {
         self.members
             .iter()
@@ -402,9 +436,9 @@ impl ControlState {
             .collect()
     }
 
-    /// `Δ` of the target with the current loads.
+    /// `Δ` of the target with the current loads (each at least `min_load`).
     pub fn delta(&self) -> f64 {
-        assignor::delta(&self.target, &self.loads(), &self.live_members())
+        assignor::delta(&self.target, &self.balance_loads(), &self.live_members())
     }
 
     /// What the member (its live incarnation) must be doing, in partition order.
@@ -590,7 +624,7 @@ impl ControlState {
         self.beats_since_eval += 1;
         if self.beats_since_eval >= self.config.rebalance_every {
             self.beats_since_eval = 0;
-            if self.delta() > self.config.tolerance {
+            if !self.idle() && self.delta() > self.config.tolerance {
                 self.rebalance(false, events);
             }
         }
@@ -656,7 +690,7 @@ impl ControlState {
     /// evaluation does not trigger again at once.
     fn rebalance(&mut self, membership: bool, events: &mut Vec<Event>) {
         let members = self.live_members();
-        let loads = self.loads();
+        let loads = self.balance_loads();
         let tolerance = if membership {
             self.config.tolerance
         } else {
@@ -790,12 +824,14 @@ mod tests {
             2u32..8,
             1u32..5,
             prop_oneof![Just(0.0), Just(0.05), Just(0.2)],
+            prop_oneof![Just(0.0), Just(1.0), Just(50.0)],
         )
-            .prop_map(|(k, every, tolerance)| ControlConfig {
+            .prop_map(|(k, every, tolerance, min_load)| ControlConfig {
                 dead_after_heartbeats: k,
                 rebalance_every: every,
                 tolerance,
                 load_smoothing: 0.5,
+                min_load,
             })
     }
 
@@ -1462,6 +1498,96 @@ mod tests {
     /// Two members, three partitions of nearly equal load: no assignment comes within
     /// the tolerance (one member carries two thirds), and measurement noise makes
     /// another split look a little better at times. Nothing moves for that.
+    /// Two members, three partitions; every round each member heartbeats the loads
+    /// `load(round, partition index)` of what it owns and releases what it is asked to.
+    /// Returns the generation after each round.
+    fn run_loads(
+        st: &mut ControlState,
+        rounds: std::ops::Range<u64>,
+        load: impl Fn(u64, u64) -> f64,
+    ) -> Vec<u64> {
+        let ids = parts(3);
+        let mut generations = Vec::new();
+        for round in rounds {
+            for m in ["a", "b"] {
+                let mut loads = Vec::new();
+                let mut released = Vec::new();
+                for d in st.duties(m) {
+                    match d {
+                        Duty::Own { partition, .. } => {
+                            let i = ids.iter().position(|q| *q == partition).expect("known");
+                            loads.push(LoadReport {
+                                load: load(round, i as u64),
+                                partition,
+                                state_bytes: 0,
+                            });
+                        }
+                        Duty::Release {
+                            partition,
+                            generation,
+                        } => released.push(Record::Released {
+                            member: m.into(),
+                            incarnation: 1,
+                            partition,
+                            generation,
+                            checkpoint_epoch: 1,
+                        }),
+                    }
+                }
+                let beat = Record::Heartbeat {
+                    member: m.into(),
+                    incarnation: 1,
+                    seq: round + 1,
+                    loads,
+                    checkpoint_epoch: None,
+                };
+                for r in std::iter::once(beat).chain(released) {
+                    st.apply(st.next_offset(), &r);
+                }
+            }
+            generations.push(st.generation());
+        }
+        generations
+    }
+
+    #[test]
+    fn when_the_input_stops_the_residual_rates_move_nothing() {
+        let cfg = ControlConfig {
+            rebalance_every: 1,
+            ..ControlConfig::default()
+        };
+        let mut st = ControlState::new(cfg, parts(3)).expect("valid config");
+        st.apply(0, &join("a", 1));
+        st.apply(1, &join("b", 1));
+        // Skewed load (rows/s): the assignor puts the heavy partition alone.
+        let busy = [1_000.0, 450.0, 400.0];
+        run_loads(&mut st, 0..100, |_, i| busy[i as usize]);
+        assert!(st.delta() <= st.config().tolerance, "{}", st.delta());
+        let settled = st.generation();
+        // The input stops: each partition's rate falls to a residual below a row per
+        // second, in proportions that change every round (the last rows leaving each
+        // partition's rate window at their own moments).
+        let residual = |round: u64, i: u64| ((round * 37 + i * 11) % 10) as f64 / 10.0;
+        let generations = run_loads(&mut st, 100..400, |r, i| {
+            if r < 110 {
+                busy[i as usize] * (110 - r) as f64 / 10.0
+            } else {
+                residual(r, i)
+            }
+        });
+        assert_eq!(
+            generations.last(),
+            Some(&settled),
+            "partitions moved: {generations:?}"
+        );
+        assert!(st.idle());
+        // The input comes back, the other way round: the balance follows it.
+        run_loads(&mut st, 400..500, |_, i| busy[2 - i as usize]);
+        assert!(!st.idle());
+        assert!(st.delta() <= st.config().tolerance, "{}", st.delta());
+        assert!(st.generation() > settled);
+    }
+
     #[test]
     fn noisy_loads_where_the_tolerance_cannot_be_met_move_nothing() {
         let cfg = ControlConfig {
@@ -1686,6 +1812,7 @@ mod tests {
             rebalance_every: 0,
             tolerance: 2.0,
             load_smoothing: 0.0,
+            min_load: -1.0,
         };
         let msg = cfg.validate().expect_err("invalid").to_string();
         for key in [
@@ -1693,6 +1820,7 @@ mod tests {
             "rebalance_every",
             "tolerance",
             "load_smoothing",
+            "min_load",
         ] {
             assert!(msg.contains(key), "{msg}");
         }
