@@ -172,11 +172,6 @@ impl Scenario {
     pub fn sensor_id(&self, i: u32) -> String {
         format!("s-{:06}", self.first_sensor + i)
     }
-
-    /// The site of sensor number `i`.
-    pub fn site(&self, i: u32) -> String {
-        format!("site-{}", (self.first_sensor + i) % self.sites)
-    }
 }
 
 /// A payload format the simulator speaks.
